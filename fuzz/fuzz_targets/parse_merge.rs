@@ -1,0 +1,27 @@
+//! Arbitrary bytes through the parser and the merge: nothing panics, and whatever parses keeps
+//! the invariants (canonical round trip, symmetric merge, merge result covers both inputs).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use session_token::SessionToken;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let (left, right) = text.split_once('|').unwrap_or((&text, ""));
+    let a = SessionToken::parse(left);
+    let b = SessionToken::parse(right);
+    for t in [&a, &b].into_iter().flatten() {
+        let canonical = t.to_string();
+        assert_eq!(SessionToken::parse(&canonical).as_ref(), Ok(t));
+    }
+    if let (Ok(a), Ok(b)) = (a, b) {
+        match (a.merge(&b), b.merge(&a)) {
+            (Ok(ab), Ok(ba)) => {
+                assert_eq!(ab, ba);
+                assert!(a.is_covered_by(&ab) && b.is_covered_by(&ab));
+            }
+            (Err(_), Err(_)) => {}
+            (x, y) => panic!("asymmetric merge: {x:?} / {y:?}"),
+        }
+    }
+});
