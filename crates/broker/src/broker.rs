@@ -1,0 +1,189 @@
+//! The three operations, independent of transport: validate, then store or merge.
+//!
+//! Why the degradation rule lives here: "a store outage never fails a read" is a product rule,
+//! not a transport detail. A read the store cannot answer is a miss flagged `degraded`, so the
+//! caller's Cosmos read goes ahead with the database's normal session semantics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use session_token::{MergeError, SessionToken};
+
+use crate::limits::{InvalidArgument, Limits};
+use crate::metrics::Sample;
+use crate::storage::{PutParams, StoreError, StoreKey, TokenStore};
+
+/// Settings of the broker's operations.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Time to live of a stored token, refreshed by every put.
+    pub ttl: Duration,
+}
+
+/// Why an operation failed. The server maps each variant to one gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// Bad input (INVALID_ARGUMENT).
+    #[error(transparent)]
+    InvalidArgument(#[from] InvalidArgument),
+    /// Tokens that cannot be merged (FAILED_PRECONDITION); nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// A size bound of the store would be exceeded (RESOURCE_EXHAUSTED); nothing was changed.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// No store could record the put (UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Self::Conflict(e.to_string()),
+            StoreError::TooManySegments { .. } | StoreError::Full { .. } => {
+                Self::ResourceExhausted(e.to_string())
+            }
+            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The answer of a GetToken.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GetResult {
+    pub token: Option<SessionToken>,
+    pub degraded: bool,
+}
+
+/// Validates requests and applies them to a store.
+#[derive(Clone)]
+pub struct Broker {
+    store: Arc<dyn TokenStore>,
+    limits: Limits,
+    options: PutOptions,
+    degraded_gets: Arc<AtomicU64>,
+}
+
+impl Broker {
+    pub fn new(store: Arc<dyn TokenStore>, limits: Limits, options: PutOptions) -> Self {
+        Self {
+            store,
+            limits,
+            options,
+            degraded_gets: Arc::default(),
+        }
+    }
+
+    /// The broker's and its store's metrics.
+    pub fn samples(&self) -> Vec<Sample> {
+        let mut out = vec![Sample::counter(
+            "tokenbroker_degraded_gets_total",
+            "GetToken answers flagged degraded (store partly or wholly unavailable).",
+            self.degraded_gets.load(Ordering::Relaxed),
+        )];
+        out.extend(self.store.samples());
+        out
+    }
+
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Merges `token` into the stored token and returns the stored result.
+    pub async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        token: &str,
+    ) -> Result<SessionToken, BrokerError> {
+        self.limits.scope(scope)?;
+        self.limits.key(key)?;
+        let token = self.limits.token("session_token", token)?;
+        let params = PutParams {
+            ttl: self.options.ttl,
+            max_segments: self.limits.max_segments,
+        };
+        let key = StoreKey::new(scope, key);
+        Ok(self.store.put(&key, &token, params).await?)
+    }
+
+    /// Reads the stored token, restricted to `ranges` when not empty. Never fails because of the
+    /// store: an unavailable store gives a degraded miss.
+    pub async fn get(
+        &self,
+        scope: &str,
+        key: &str,
+        ranges: &[String],
+    ) -> Result<GetResult, BrokerError> {
+        self.limits.scope(scope)?;
+        self.limits.key(key)?;
+        self.limits.range_ids("partition_key_range_ids", ranges)?;
+        let lookup = match self.store.get(&StoreKey::new(scope, key)).await {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                self.degraded_gets.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "GetToken degraded: store unavailable, answering not found");
+                return Ok(GetResult {
+                    token: None,
+                    degraded: true,
+                });
+            }
+        };
+        if lookup.degraded {
+            self.degraded_gets.fetch_add(1, Ordering::Relaxed);
+        }
+        let token = match (lookup.token, ranges.is_empty()) {
+            (Some(t), false) => t.filter(ranges),
+            (t, _) => t,
+        };
+        Ok(GetResult {
+            token,
+            degraded: lookup.degraded,
+        })
+    }
+
+    /// Merges tokens without storing anything.
+    pub fn merge(&self, tokens: &[String]) -> Result<SessionToken, BrokerError> {
+        let field = "session_tokens";
+        if tokens.is_empty() {
+            return Err(InvalidArgument {
+                field: field.into(),
+                reason: "needs at least one token".into(),
+            }
+            .into());
+        }
+        if tokens.len() > self.limits.max_merge_tokens {
+            return Err(InvalidArgument {
+                field: field.into(),
+                reason: format!(
+                    "has {} tokens, more than the limit of {}",
+                    tokens.len(),
+                    self.limits.max_merge_tokens
+                ),
+            }
+            .into());
+        }
+        let parsed = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.limits.token(&format!("{field}[{i}]"), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = SessionToken::merge_all(&parsed)
+            .map_err(|e: MergeError| BrokerError::Conflict(e.to_string()))?
+            .ok_or_else(|| BrokerError::Conflict("nothing to merge".into()))?;
+        if merged.len() > self.limits.max_segments {
+            return Err(BrokerError::ResourceExhausted(format!(
+                "the merged token would have {} segments, more than the limit of {}",
+                merged.len(),
+                self.limits.max_segments
+            )));
+        }
+        Ok(merged)
+    }
+}

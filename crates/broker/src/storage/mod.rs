@@ -1,0 +1,99 @@
+//! Where tokens live: one async trait, implemented by the in-memory store (single instance, the
+//! embedded default) and the Redis stores.
+//!
+//! Why one trait: the broker's guarantees (atomic merge, never backwards, TTL refresh) are
+//! stated once and checked by one behaviour suite against every implementation.
+
+#[cfg(feature = "behaviour-suite")]
+pub mod behaviour;
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_token::{MergeError, SessionToken};
+use tokio::sync::watch;
+
+/// The identity of a stored token: the container (`scope`) and what callers coordinate on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoreKey {
+    pub scope: String,
+    pub key: String,
+}
+
+impl StoreKey {
+    pub fn new(scope: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            scope: scope.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// How a put is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutParams {
+    /// Time to live of the stored token, refreshed by every put.
+    pub ttl: Duration,
+    /// Most ranges the stored token may hold after the merge.
+    pub max_segments: usize,
+}
+
+/// The answer of a read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lookup {
+    pub token: Option<SessionToken>,
+    /// True when part of the store could not be consulted, so the token may be behind.
+    pub degraded: bool,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The new token cannot be merged with the stored one; the stored token is unchanged.
+    #[error("cannot merge with the stored token: {0}")]
+    Conflict(#[from] MergeError),
+    /// The merged token would hold more ranges than allowed; the stored token is unchanged.
+    #[error("the merged token would have {segments} segments, more than the limit of {limit}")]
+    TooManySegments { segments: usize, limit: usize },
+    /// The store holds as many keys as it may.
+    #[error("the store is full ({limit} keys)")]
+    Full { limit: usize },
+    /// The store could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Merges `token` into the token stored under `key`, as one atomic step, refreshes its TTL,
+    /// and returns the stored result. On error the stored token is unchanged.
+    async fn put(
+        &self,
+        key: &StoreKey,
+        token: &SessionToken,
+        params: PutParams,
+    ) -> Result<SessionToken, StoreError>;
+
+    /// Reads the token stored under `key`.
+    async fn get(&self, key: &StoreKey) -> Result<Lookup, StoreError>;
+
+    /// Whether the store can serve requests now; changes are pushed to the receiver. Drives the
+    /// readiness health check.
+    fn ready(&self) -> watch::Receiver<bool>;
+
+    /// A one-line description for the start-up log.
+    fn describe(&self) -> String;
+
+    /// Health of the store's parts (for example `redis/primary`), each up or down, for health
+    /// checks and logs. Empty for a store with no parts that can fail apart.
+    fn components(&self) -> Vec<(String, watch::Receiver<bool>)> {
+        Vec::new()
+    }
+
+    /// The store's metrics, read at scrape time.
+    fn samples(&self) -> Vec<crate::metrics::Sample> {
+        Vec::new()
+    }
+}

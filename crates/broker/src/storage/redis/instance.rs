@@ -1,0 +1,461 @@
+//! One Redis instance: connections, deadlines, circuit breaker, health pings and counters.
+//!
+//! Why connections are held, not checked out per call: deadpool-redis creates the connections
+//! (with the connect timeout, up to `pool_size`), but checking one out per call costs a PING
+//! each time (deadpool's recycle check) and limits concurrency to the pool size. Each redis
+//! connection is multiplexed, so the instance keeps `pool_size` of them checked out in slots,
+//! and each call clones a handle and pipelines on it. A slot whose connection broke is emptied
+//! and refilled from the pool by the next call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::{Connection, Manager, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+use super::breaker::{Admit, Breaker};
+use super::options::{RedisOptions, RedisUrl};
+use super::script::{BadReply, MERGE_SCRIPT, MergeReply, decode};
+
+/// Which instance of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Fallback,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why a call to an instance failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceError {
+    #[error("redis {0} skipped: circuit breaker open")]
+    BreakerOpen(&'static str),
+    #[error("redis {0} timed out after {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error("redis {0}: {1}")]
+    Redis(&'static str, String),
+    #[error("redis {0}: {1}")]
+    Reply(&'static str, BadReply),
+}
+
+/// Counters of one instance, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct InstanceStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Sum of call latencies in microseconds (with `calls`, the mean).
+    pub latency_micros: AtomicU64,
+}
+
+pub struct RedisInstance {
+    role: Role,
+    url: RedisUrl,
+    pool: Pool,
+    slots: Vec<Mutex<Option<Connection>>>,
+    next_slot: AtomicUsize,
+    breaker: Breaker,
+    operation_timeout: Duration,
+    connect_timeout: Duration,
+    up: watch::Sender<bool>,
+    /// Redis `run_id` seen by the last ping: a change means the server restarted (and, without
+    /// persistence, lost its keys).
+    run_id: std::sync::Mutex<Option<String>>,
+    restarted: AtomicBool,
+    /// Pending reads for the batchers; `None` until [`spawn_get_batchers`] runs.
+    batches: Option<mpsc::Sender<PendingGet>>,
+    batch_queue: Option<Arc<Mutex<mpsc::Receiver<PendingGet>>>>,
+    pub stats: InstanceStats,
+}
+
+type PendingGet = (
+    String,
+    oneshot::Sender<Result<Option<String>, InstanceError>>,
+);
+
+/// Most reads in one MGET.
+const MAX_BATCH: usize = 256;
+
+impl RedisInstance {
+    pub fn new(role: Role, url: RedisUrl, options: &RedisOptions) -> Result<Self, String> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.operation_timeout));
+        let manager = Manager::new_with_config(url.expose(), config)
+            .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .wait_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| format!("redis {}: {e}", role.as_str()))?;
+        let (batch_tx, batch_rx) = mpsc::channel(MAX_BATCH * 16);
+        Ok(Self {
+            role,
+            url,
+            pool,
+            slots: (0..options.pool_size).map(|_| Mutex::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+            breaker: Breaker::new(options.breaker_failures, options.breaker_open_for),
+            operation_timeout: options.operation_timeout,
+            connect_timeout: options.connect_timeout,
+            up: watch::Sender::new(false),
+            run_id: std::sync::Mutex::new(None),
+            restarted: AtomicBool::new(false),
+            batches: Some(batch_tx),
+            batch_queue: Some(Arc::new(Mutex::new(batch_rx))),
+            stats: InstanceStats::default(),
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.role.as_str()
+    }
+
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// Up/down as last observed; pushed on change.
+    pub fn up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// True once after each detected restart of the server.
+    pub fn take_restarted(&self) -> bool {
+        self.restarted.swap(false, Ordering::AcqRel)
+    }
+
+    fn mark(&self, up: bool, reason: &str) {
+        let changed = self.up.send_if_modified(|v| {
+            let changed = *v != up;
+            *v = up;
+            changed
+        });
+        if changed && up {
+            tracing::info!(redis = self.name(), url = %self.url, "redis instance up");
+        } else if changed {
+            tracing::warn!(redis = self.name(), url = %self.url, reason, "redis instance DOWN");
+        }
+    }
+
+    fn pick_slot(&self) -> usize {
+        self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+    }
+
+    /// A connection handle from slot `index`, connecting the slot if it is empty.
+    async fn connection(&self, index: usize) -> Result<MultiplexedConnection, InstanceError> {
+        let mut slot = self.slots[index].lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(MultiplexedConnection::clone(conn));
+        }
+        let mut conn = match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(InstanceError::Redis(self.name(), e.to_string())),
+            Err(_) => return Err(InstanceError::Timeout(self.name(), self.connect_timeout)),
+        };
+        // Pre-load the merge script so the first EVALSHA does not miss.
+        let load = MERGE_SCRIPT.load_async(&mut *conn);
+        match tokio::time::timeout(self.operation_timeout, load).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(InstanceError::Redis(self.name(), e.to_string())),
+            Err(_) => return Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
+        }
+        let handle = MultiplexedConnection::clone(&conn);
+        *slot = Some(conn);
+        Ok(handle)
+    }
+
+    /// Empties one slot: its connection failed a call. The next call on it reconnects.
+    async fn invalidate(&self, index: usize) {
+        if let Some(conn) = self.slots[index].lock().await.take() {
+            drop(Connection::take(conn));
+        }
+    }
+
+    /// Empties every slot (their connections are broken or suspect); the next calls reconnect.
+    async fn reset_slots(&self) {
+        for slot in &self.slots {
+            if let Some(conn) = slot.lock().await.take() {
+                drop(Connection::take(conn));
+            }
+        }
+    }
+
+    /// Runs one call under the breaker and the operation deadline, and books the outcome.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, InstanceError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, InstanceError>>,
+    {
+        if self.breaker.admit() == Admit::No {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(InstanceError::BreakerOpen(self.name()));
+        }
+        let started = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let index = self.pick_slot();
+        let result = match tokio::time::timeout(self.operation_timeout, async {
+            let conn = self.connection(index).await?;
+            f(conn).await
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
+        };
+        self.stats
+            .latency_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                if self.breaker.success() {
+                    tracing::info!(redis = self.name(), "circuit breaker closed");
+                }
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, InstanceError::Timeout(..)) {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                if matches!(e, InstanceError::Timeout(..) | InstanceError::Redis(..)) {
+                    self.invalidate(index).await;
+                }
+                if self.breaker.failure() {
+                    tracing::warn!(redis = self.name(), error = %e, "circuit breaker OPEN: skipping this instance");
+                    self.mark(false, "circuit breaker opened");
+                    self.reset_slots().await;
+                }
+            }
+        }
+        result
+    }
+
+    fn redis_error(&self, e: redis::RedisError) -> InstanceError {
+        InstanceError::Redis(self.name(), e.to_string())
+    }
+
+    /// Runs the merge script on `key`.
+    pub async fn merge(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        max_segments: usize,
+    ) -> Result<MergeReply, InstanceError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call(|mut conn| async move {
+            let reply: Value = MERGE_SCRIPT
+                .key(key)
+                .arg(token)
+                .arg(ttl_ms)
+                .arg(max_segments)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))
+        })
+        .await
+    }
+
+    /// Reads a raw stored value. Concurrent reads are batched into one MGET (see
+    /// [`spawn_get_batchers`]) when batchers run; otherwise this is a plain GET.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, InstanceError> {
+        let Some(batches) = &self.batches else {
+            return self
+                .mget(vec![key.to_owned()])
+                .await
+                .map(|mut v| v.pop().flatten());
+        };
+        let (reply, answer) = oneshot::channel();
+        let wait = async {
+            batches
+                .send((key.to_owned(), reply))
+                .await
+                .map_err(|_| InstanceError::Redis(self.name(), "read batcher stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| InstanceError::Redis(self.name(), "read batcher stopped".into()))?
+        };
+        match tokio::time::timeout(self.operation_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
+        }
+    }
+
+    /// Reads several keys in one command.
+    pub async fn mget(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, InstanceError> {
+        self.call(|mut conn| async move {
+            let mut cmd = redis::cmd("MGET");
+            for key in &keys {
+                cmd.arg(key);
+            }
+            cmd.query_async::<Vec<Option<String>>>(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))
+        })
+        .await
+    }
+
+    /// The remaining time to live of a key; `None` when it has no expiry or is gone.
+    pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, InstanceError> {
+        self.call(|mut conn| async move {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok(u64::try_from(pttl).ok().map(Duration::from_millis))
+        })
+        .await
+    }
+
+    /// Sets a key with a TTL (used for the primary-behind marker).
+    pub async fn set_px(&self, key: &str, value: &str, ttl: Duration) -> Result<(), InstanceError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call(|mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))
+        })
+        .await
+    }
+
+    /// Pings the instance, bypassing the breaker: updates up/down, closes or opens the breaker,
+    /// and notices restarts (a new `run_id`).
+    pub async fn health_check(&self) {
+        let check = async {
+            let mut conn = self.connection(self.pick_slot()).await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok::<_, InstanceError>(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("run_id:"))
+                    .map(|s| s.trim().to_owned()),
+            )
+        };
+        match tokio::time::timeout(self.operation_timeout, check).await {
+            Ok(Ok(run_id)) => {
+                if self.breaker.success() {
+                    tracing::info!(
+                        redis = self.name(),
+                        "circuit breaker closed by health check"
+                    );
+                }
+                if let Some(run_id) = run_id {
+                    let mut seen = self.run_id.lock().unwrap_or_else(|p| p.into_inner());
+                    if seen.as_ref().is_some_and(|old| *old != run_id) {
+                        tracing::warn!(
+                            redis = self.name(),
+                            "redis instance restarted (new run_id): it may have lost tokens"
+                        );
+                        self.restarted.store(true, Ordering::Release);
+                    }
+                    *seen = Some(run_id);
+                }
+                self.mark(true, "");
+            }
+            Ok(Err(e)) => self.health_check_failed(&e.to_string()).await,
+            Err(_) => self.health_check_failed("health check timed out").await,
+        }
+    }
+
+    async fn health_check_failed(&self, reason: &str) {
+        if self.breaker.trip() {
+            tracing::warn!(
+                redis = self.name(),
+                reason,
+                "circuit breaker OPEN: skipping this instance"
+            );
+        }
+        self.reset_slots().await;
+        self.mark(false, reason);
+    }
+}
+
+/// Starts the read batchers of `instance`, one per connection: each takes every read queued
+/// while its previous MGET was in flight and sends them as one MGET. Under load, batches grow by
+/// themselves (fewer commands and syscalls per read); when idle, a read goes out at once.
+pub fn spawn_get_batchers(instance: &Arc<RedisInstance>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(queue) = instance.batch_queue.clone() else {
+        return Vec::new();
+    };
+    (0..instance.slots.len())
+        .map(|_| {
+            let (instance, queue) = (instance.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut pending: Vec<PendingGet> = Vec::with_capacity(MAX_BATCH);
+                loop {
+                    pending.clear();
+                    if queue.lock().await.recv_many(&mut pending, MAX_BATCH).await == 0 {
+                        return;
+                    }
+                    let keys = pending.iter().map(|(k, _)| k.clone()).collect();
+                    match instance.mget(keys).await {
+                        Ok(values) => {
+                            for ((_, reply), value) in pending.drain(..).zip(values) {
+                                let _ = reply.send(Ok(value));
+                            }
+                        }
+                        Err(e) => {
+                            for (_, reply) in pending.drain(..) {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Pings every instance every `interval` until the returned task is aborted.
+pub fn spawn_health_checks(
+    instances: Vec<Arc<RedisInstance>>,
+    interval: Duration,
+    after_each_round: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let checks = instances.iter().map(|i| i.health_check());
+            futures_util::future::join_all(checks).await;
+            after_each_round();
+        }
+    })
+}

@@ -1,0 +1,22 @@
+//! Redis-backed storage: a primary and an optional fallback instance, merged atomically by a
+//! Lua script, with circuit breakers, health checks and an asynchronous copy queue.
+//!
+//! Module map: `options` (settings, redacted URLs), `keys` (the versioned key layout),
+//! `script` (the merge script and its replies), `breaker` (circuit breaker), `instance` (one
+//! Redis: connections, deadlines, health), `dual` (the store: write, copy, read, degrade).
+
+mod breaker;
+mod dual;
+mod instance;
+mod keys;
+mod options;
+mod script;
+
+pub use dual::{DualRedisStore, DualStats};
+pub use instance::{InstanceError, InstanceStats, RedisInstance, Role};
+pub use keys::{KeyLayout, LAYOUT_VERSION};
+pub use options::{ReadMode, RedisOptions, RedisUrl};
+pub use script::{MergeReply, decode as decode_merge_reply};
+
+/// The merge script's source, for tests that run it directly against a redis-server.
+pub const MERGE_SCRIPT_SOURCE: &str = include_str!("merge.lua");

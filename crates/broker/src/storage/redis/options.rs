@@ -1,0 +1,209 @@
+//! Redis settings: URLs (with passwords kept out of logs), timeouts, pool and queue sizes.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Its Debug
+/// and Display forms hide the password, so it can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("redis") | Some("rediss") => {}
+            _ => {
+                return Err(format!(
+                    "{} is not a redis:// or rediss:// URL",
+                    Self(url.to_owned())
+                ));
+            }
+        }
+        redis::parse_redis_url(url)
+            .ok_or_else(|| format!("{} is not a valid Redis URL", Self(url.to_owned())))?;
+        Ok(Self(url.to_owned()))
+    }
+
+    /// The URL with its password; for connecting only, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+
+    fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return "<invalid url>".into();
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                if userinfo.contains(':') {
+                    format!("{scheme}://{user}:***@{host}{path}")
+                } else {
+                    format!("{scheme}://***@{host}{path}")
+                }
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RedisUrl>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(url) => RedisUrl::parse(url)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// How GetToken reads a primary/fallback pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Read both, merge. Sees every acknowledged put, whichever instance took it.
+    Merge,
+    /// Read the primary; the fallback only on error, and during a recovery window after the
+    /// primary missed writes. One read instead of two.
+    Primary,
+}
+
+/// Redis store settings (`redis.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisOptions {
+    /// The primary instance. Unset: the broker uses the in-memory store.
+    #[serde(deserialize_with = "optional_url")]
+    pub primary_url: Option<RedisUrl>,
+    /// The fallback instance (optional).
+    #[serde(deserialize_with = "optional_url")]
+    pub fallback_url: Option<RedisUrl>,
+    pub read_mode: ReadMode,
+    /// First part of every key (`<namespace>:v1:...`).
+    pub namespace: String,
+    /// Connections per instance. Each is multiplexed: concurrent calls are pipelined on it.
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of one Redis call.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// Consecutive failures that open an instance's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips the instance before letting one call probe it.
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_for: Duration,
+    /// How often each instance is pinged (drives health, readiness and breaker recovery).
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Capacity of the queue of asynchronous copies to the fallback; copies past it are dropped
+    /// (and counted), the caller is never blocked.
+    pub fallback_queue_capacity: usize,
+    /// Most copies sent to the fallback concurrently.
+    pub fallback_batch: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            primary_url: None,
+            fallback_url: None,
+            read_mode: ReadMode::Merge,
+            namespace: "tb".into(),
+            pool_size: 4,
+            connect_timeout: Duration::from_millis(500),
+            operation_timeout: Duration::from_millis(250),
+            breaker_failures: 3,
+            breaker_open_for: Duration::from_secs(1),
+            health_interval: Duration::from_millis(500),
+            fallback_queue_capacity: 10_000,
+            fallback_batch: 64,
+        }
+    }
+}
+
+impl RedisOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.primary_url.is_none() && self.fallback_url.is_some() {
+            return Err("redis.fallback_url is set but redis.primary_url is not".into());
+        }
+        if self.primary_url.is_some() && self.primary_url == self.fallback_url {
+            return Err("redis.fallback_url must differ from redis.primary_url".into());
+        }
+        if self.namespace.is_empty() || self.namespace.contains(['{', '}', ' ']) {
+            return Err("redis.namespace must be non-empty, without spaces or braces".into());
+        }
+        let positive = [
+            ("redis.pool_size", self.pool_size),
+            ("redis.breaker_failures", self.breaker_failures as usize),
+            (
+                "redis.fallback_queue_capacity",
+                self.fallback_queue_capacity,
+            ),
+            ("redis.fallback_batch", self.fallback_batch),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        let durations = [
+            ("redis.connect_timeout", self.connect_timeout),
+            ("redis.operation_timeout", self.operation_timeout),
+            ("redis.breaker_open_for", self.breaker_open_for),
+            ("redis.health_interval", self.health_interval),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be more than 0"));
+        }
+        if let Some((name, _)) = durations
+            .iter()
+            .find(|(_, d)| *d > Duration::from_secs(3600))
+        {
+            return Err(format!("{name} must be at most 1h"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://app:s3cret@h:6380", "rediss://app:***@h:6380"),
+            ("redis://s3cret@h", "redis://***@h"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            let u = RedisUrl::parse(url).unwrap();
+            assert_eq!(u.to_string(), shown);
+            assert!(!format!("{u:?}").contains("s3cret"));
+        }
+        let err = RedisUrl::parse("http://u:s3cret@h").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
