@@ -1,0 +1,384 @@
+//! Server configuration: defaults < TOML file < `TOKENBROKER_*` environment variables.
+//!
+//! Why layered and validated up front: operators set a few knobs per environment (Kubernetes
+//! env vars, a mounted file), and a typo or a nonsensical value should stop the process at
+//! start-up with a clear message rather than surface as odd behaviour under load. Unknown keys
+//! are errors for the same reason. Every key and its default is listed in docs/configuration.md.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use broker::Limits;
+use broker::storage::redis::RedisOptions;
+use serde::Deserialize;
+
+/// Prefix of the environment variables; nested keys are joined with `__`
+/// (`TOKENBROKER_LIMITS__MAX_KEY_BYTES`).
+pub const ENV_PREFIX: &str = "TOKENBROKER";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    pub listen: String,
+    pub log: LogSettings,
+    pub token: TokenSettings,
+    pub limits: Limits,
+    pub memory: MemorySettings,
+    pub redis: RedisOptions,
+    pub metrics: MetricsSettings,
+    pub server: ServerSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".into(),
+            log: LogSettings::default(),
+            token: TokenSettings::default(),
+            limits: Limits::default(),
+            memory: MemorySettings::default(),
+            redis: RedisOptions::default(),
+            metrics: MetricsSettings::default(),
+            server: ServerSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter directive, such as `info` or `tokenbroker=debug,info`. `RUST_LOG`, when
+    /// set, takes precedence.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// How long a stored token lives after its last PutToken.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Most keys the in-memory store holds (approximately: the bound is enforced per shard).
+    pub max_keys: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            max_keys: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Address of the Prometheus scrape endpoint (`/metrics`); empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Largest gRPC request message the server decodes, in bytes.
+    pub max_message_bytes: usize,
+    /// Most concurrent requests per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 2 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// After SIGTERM, how long readiness reports NOT_SERVING before the server stops accepting
+    /// calls, so that load balancers stop routing here first.
+    #[serde(with = "humantime_serde")]
+    pub readiness_delay: Duration,
+    /// Then, how long in-flight calls may take to finish before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            readiness_delay: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then the TOML file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "listen: {:?} is not an address such as 0.0.0.0:50051",
+                self.listen
+            ));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "metrics.listen: {:?} is not an address such as 0.0.0.0:9464 (or empty to disable)",
+                self.metrics.listen
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid(format!("log.level: {e}"));
+        }
+        let ttl = self.token.ttl;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 86_400) {
+            return invalid("token.ttl: must be between 1s and 30days".into());
+        }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
+        if self.memory.max_keys == 0 {
+            return invalid("memory.max_keys: must be at least 1".into());
+        }
+        self.redis.validate().map_err(ConfigError::Invalid)?;
+        if self.server.max_message_bytes < self.limits.max_token_bytes {
+            return invalid(
+                "server.max_message_bytes: must be at least limits.max_token_bytes".into(),
+            );
+        }
+        let day = Duration::from_secs(86_400);
+        if self.shutdown.readiness_delay > day || self.shutdown.drain_timeout > day {
+            return invalid(
+                "shutdown.readiness_delay and shutdown.drain_timeout: at most 1day".into(),
+            );
+        }
+        if self.server.max_concurrent_streams == 0 {
+            return invalid("server.max_concurrent_streams: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("listen: {:?}", self.listen)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:50051");
+        assert_eq!(s.token.ttl, Duration::from_secs(3600));
+        assert_eq!(s.limits, Limits::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tb.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\n[token]\nttl = \"10m\"\n[limits]\nmax_key_bytes = 100\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("TOKENBROKER_LISTEN", "127.0.0.1:7000"),
+                ("TOKENBROKER_LIMITS__MAX_SEGMENTS", "9"),
+                ("TOKENBROKER_SHUTDOWN__READINESS_DELAY", "250ms"),
+                ("TOKENBROKER_LOG__FORMAT", "json"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7000");
+        assert_eq!(s.token.ttl, Duration::from_secs(600));
+        assert_eq!(s.limits.max_key_bytes, 100);
+        assert_eq!(s.limits.max_segments, 9);
+        assert_eq!(s.shutdown.readiness_delay, Duration::from_millis(250));
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn redis_urls_come_from_the_environment_and_stay_redacted() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "TOKENBROKER_REDIS__PRIMARY_URL",
+                    "redis://app:s3cret@10.0.0.1:6379/0",
+                ),
+                ("TOKENBROKER_REDIS__FALLBACK_URL", "redis://10.0.0.2:6379"),
+                ("TOKENBROKER_REDIS__READ_MODE", "primary"),
+            ]),
+        )
+        .unwrap();
+        let primary = s.redis.primary_url.as_ref().unwrap();
+        assert_eq!(primary.expose(), "redis://app:s3cret@10.0.0.1:6379/0");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(s.redis.read_mode, broker::storage::redis::ReadMode::Primary);
+        let bad = Settings::load_from(
+            None,
+            env(&[("TOKENBROKER_REDIS__PRIMARY_URL", "http://u:s3cret@h")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("primary_url") || bad.contains("redis://"),
+            "{bad}"
+        );
+        assert!(!bad.contains("s3cret"), "{bad}");
+    }
+
+    /// docs/configuration.md lists real keys with their real defaults, and its example parses.
+    #[test]
+    fn documented_keys_and_defaults_load() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let mut rows = 0;
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (var, default) = (cells[2].trim_matches('`'), cells[3]);
+            if default == "unset" {
+                continue;
+            }
+            let value = default.trim_matches('`');
+            Settings::load_from(None, env(&[(var, value)]))
+                .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            rows += 1;
+        }
+        assert!(rows >= 25, "only {rows} documented keys found");
+        let example = doc
+            .split("```toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.toml");
+        std::fs::write(&path, example).unwrap();
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert!(s.redis.primary_url.is_some());
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused_with_the_key_named() {
+        let cases = [
+            (("TOKENBROKER_LISTEN", "nowhere"), "listen"),
+            (("TOKENBROKER_TOKEN__TTL", "0s"), "token.ttl"),
+            (("TOKENBROKER_TOKEN__TTL", "soon"), "ttl"),
+            (
+                ("TOKENBROKER_LIMITS__MAX_SEGMENTS", "0"),
+                "limits.max_segments",
+            ),
+            (("TOKENBROKER_LIMITS__MAX_SEGMENTS", "many"), "max_segments"),
+            (("TOKENBROKER_LISTN", "127.0.0.1:1"), "listn"),
+            (("TOKENBROKER_LOG__FORMAT", "xml"), "xml"),
+        ];
+        for ((k, v), needle) in cases {
+            let err = Settings::load_from(None, env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{k}={v}: {err}");
+        }
+    }
+}

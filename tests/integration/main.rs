@@ -1,0 +1,15 @@
+//! tokenbroker's integration tests: one test binary, real parts only. Servers are real tonic
+//! servers on loopback ports; Redis instances are real `redis-server` processes started by the
+//! harness on free ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod bad_input;
+mod grpc_api;
+mod lua_merge;
+mod redis_faults;
+mod redis_store;
+mod replicas;
+mod shutdown;

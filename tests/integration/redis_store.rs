@@ -1,0 +1,193 @@
+//! The store behaviour suite against real Redis (primary only, and a primary/fallback pair),
+//! plus what only Redis has: the key layout, TTLs, NOSCRIPT, authentication.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::storage::behaviour;
+use broker::storage::redis::{DualRedisStore, RedisOptions, RedisUrl};
+use broker::{PutParams, SessionToken, StoreKey, TokenStore};
+use redis::Commands;
+
+use crate::support::redis::RedisServer;
+use crate::support::stores::{TTL, ready_store, redis_options, wait_for};
+
+macro_rules! suite_against {
+    ($module:ident, with_fallback = $fallback:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn store() -> (DualRedisStore, RedisServer, Option<RedisServer>) {
+                let primary = RedisServer::start();
+                let fallback = $fallback.then(RedisServer::start);
+                let store = ready_store(&redis_options(&primary, fallback.as_ref())).await;
+                (store, primary, fallback)
+            }
+
+            #[tokio::test]
+            async fn put_then_get_returns_canonical_token() {
+                let (s, _p, _f) = store().await;
+                behaviour::put_then_get_returns_canonical_token(&s).await;
+            }
+            #[tokio::test]
+            async fn stored_token_never_goes_backwards() {
+                let (s, _p, _f) = store().await;
+                behaviour::stored_token_never_goes_backwards(&s).await;
+            }
+            #[tokio::test]
+            async fn lsns_above_2_pow_53_keep_every_digit() {
+                let (s, _p, _f) = store().await;
+                behaviour::lsns_above_2_pow_53_keep_every_digit(&s).await;
+            }
+            #[tokio::test]
+            async fn conflicting_put_leaves_stored_token_unchanged() {
+                let (s, _p, _f) = store().await;
+                behaviour::conflicting_put_leaves_stored_token_unchanged(&s).await;
+            }
+            #[tokio::test]
+            async fn segment_limit_applies_to_the_merged_token() {
+                let (s, _p, _f) = store().await;
+                behaviour::segment_limit_applies_to_the_merged_token(&s).await;
+            }
+            #[tokio::test]
+            async fn keys_and_scopes_do_not_collide() {
+                let (s, _p, _f) = store().await;
+                behaviour::keys_and_scopes_do_not_collide(&s).await;
+            }
+            #[tokio::test]
+            async fn ttl_expires_and_every_put_refreshes_it() {
+                let (s, _p, _f) = store().await;
+                behaviour::ttl_expires_and_every_put_refreshes_it(&s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_puts_lose_nothing() {
+                let (s, _p, _f) = store().await;
+                behaviour::concurrent_puts_lose_nothing(Arc::new(s), 64, 25).await;
+            }
+        }
+    };
+}
+
+suite_against!(primary_only, with_fallback = false);
+suite_against!(primary_and_fallback, with_fallback = true);
+
+fn t(s: &str) -> SessionToken {
+    SessionToken::parse(s).unwrap()
+}
+
+fn params(ttl: Duration) -> PutParams {
+    PutParams {
+        ttl,
+        max_segments: 16,
+    }
+}
+
+#[tokio::test]
+async fn layout_is_versioned_with_ttl_and_copied_to_the_fallback() {
+    let primary = RedisServer::start();
+    let fallback = RedisServer::start();
+    let store = ready_store(&redis_options(&primary, Some(&fallback))).await;
+    let key = StoreKey::new("acct/db/c", "user|1");
+    store.put(&key, &t("0:1#5#1=2"), params(TTL)).await.unwrap();
+    store.flush_copies().await;
+
+    let redis_key = "tb:v1:{acct/db/c|user%7C1}";
+    assert_eq!(store.redis_key(&key), redis_key);
+    for server in [&primary, &fallback] {
+        let mut c = server.connection();
+        let value: String = c.get(redis_key).unwrap();
+        assert_eq!(value, "0:1#5#1=2");
+        let pttl: i64 = c.pttl(redis_key).unwrap();
+        assert!(pttl > 3_500_000 && pttl <= 3_600_000, "pttl {pttl}");
+    }
+    assert_eq!(
+        store
+            .stats()
+            .copies_done
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn noscript_after_script_flush_is_handled() {
+    let primary = RedisServer::start();
+    let store = ready_store(&redis_options(&primary, None)).await;
+    let key = StoreKey::new("s", "k");
+    store.put(&key, &t("0:1#1"), params(TTL)).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut primary.connection())
+        .unwrap();
+    let stored = store.put(&key, &t("0:1#2"), params(TTL)).await.unwrap();
+    assert_eq!(stored, t("0:1#2"));
+}
+
+#[tokio::test]
+async fn a_garbage_value_in_redis_is_ignored_on_read_and_replaced_on_put() {
+    let primary = RedisServer::start();
+    let store = ready_store(&redis_options(&primary, None)).await;
+    let key = StoreKey::new("s", "k");
+    let _: () = primary
+        .connection()
+        .set(store.redis_key(&key), "not a token")
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap().token, None);
+    let stored = store.put(&key, &t("0:1#2"), params(TTL)).await.unwrap();
+    assert_eq!(stored, t("0:1#2"));
+}
+
+#[tokio::test]
+async fn acl_password_in_the_url_authenticates_and_a_wrong_one_is_not_ready() {
+    let primary = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let good = RedisOptions {
+        primary_url: Some(
+            RedisUrl::parse(&format!(
+                "redis://default:s3cret@127.0.0.1:{}",
+                primary.port()
+            ))
+            .unwrap(),
+        ),
+        ..redis_options(&primary, None)
+    };
+    let store = ready_store(&good).await;
+    store
+        .put(&StoreKey::new("s", "k"), &t("0:1#1"), params(TTL))
+        .await
+        .unwrap();
+    assert!(!store.describe().contains("s3cret"), "{}", store.describe());
+
+    let bad = RedisOptions {
+        primary_url: Some(
+            RedisUrl::parse(&format!(
+                "redis://default:wrong@127.0.0.1:{}",
+                primary.port()
+            ))
+            .unwrap(),
+        ),
+        ..redis_options(&primary, None)
+    };
+    let store = DualRedisStore::start(&bad, TTL).unwrap();
+    let err = store
+        .put(&StoreKey::new("s", "k"), &t("0:1#1"), params(TTL))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, broker::StoreError::Unavailable(_)), "{err:?}");
+    assert!(!err.to_string().contains("wrong@"), "{err}");
+    assert!(!*store.ready().borrow());
+}
+
+#[tokio::test]
+async fn store_starts_with_redis_down_and_becomes_ready_when_it_answers() {
+    let mut primary = RedisServer::start();
+    let options = redis_options(&primary, None);
+    primary.kill();
+    let store = DualRedisStore::start(&options, TTL).unwrap();
+    assert!(!*store.ready().borrow());
+    primary.restart();
+    wait_for(store.ready(), true).await;
+    store
+        .put(&StoreKey::new("s", "k"), &t("0:1#1"), params(TTL))
+        .await
+        .unwrap();
+}

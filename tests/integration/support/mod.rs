@@ -1,0 +1,8 @@
+//! Test harness: in-process brokers on loopback, and the built `tokenbroker` binary.
+
+pub mod broker;
+pub mod process;
+pub mod redis;
+pub mod stores;
+
+pub use broker::{TestBroker, settings};

@@ -1,0 +1,53 @@
+//! Child processes: the built `tokenbroker` binary, and free loopback ports for it.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+/// A port that was free a moment ago (the OS picked it; the listener is closed before return).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tokenbroker serve` with the given environment (and no other TOKENBROKER_* variable).
+pub fn spawn_broker_binary(env: &[(&str, String)], stderr: Stdio) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbroker"));
+    cmd.arg("serve");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOKENBROKER_")) {
+        cmd.env_remove(k);
+    }
+    // Each broker gets its own metrics port unless the test sets one.
+    cmd.env(
+        "TOKENBROKER_METRICS__LISTEN",
+        format!("127.0.0.1:{}", free_port()),
+    );
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    cmd.spawn().unwrap()
+}
+
+/// Connects once the process listens on `port`. Start-up has no event to await from outside
+/// the process, so this retries the connection, for at most 20 seconds.
+pub async fn connect_when_listening(port: u16) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .timeout(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) if Instant::now() > deadline => panic!("broker never listened on {port}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
