@@ -1,0 +1,504 @@
+//! `compare`: the whole comparison in one run, so that ratios come from one machine state.
+//!
+//! Starts two `redis-server`s and the release `tokenbroker` on loopback, then measures, one
+//! after the other with the same generator: the no-op RPC ceiling, GetToken and PutToken on the
+//! dual-Redis store, 64 writers on one hot key, direct Redis GET and EVALSHA, p99 at half of the
+//! measured maximum rates (open loop), broker memory, and Redis memory per stored key.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use session_token::SessionToken;
+use tokenbroker_proto::v1::GetTokenRequest;
+use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::load::{Target, closed_loop, open_loop};
+use crate::report::{Row, table};
+use crate::workload::{Keys, Workload};
+
+pub struct CompareArgs {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub keys: u64,
+    pub broker_bin: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    pub rows: Vec<Row>,
+    pub get_vs_noop: f64,
+    pub put_vs_noop: f64,
+    pub hot_key_vs_uniform_put: f64,
+    pub hot_key_lost_updates: u64,
+    pub get_p99_us_at_half_rate: u64,
+    pub put_p99_us_at_half_rate: u64,
+    pub broker_peak_rss_mib: f64,
+    pub redis_bytes_per_key: f64,
+    pub redis_memory_usage_sample_key: i64,
+    pub cpus: usize,
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn spawn_redis(port: u16) -> Result<Child, String> {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--loglevel", "warning"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))
+}
+
+async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get_multiplexed_async_connection().await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(format!("{url}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+async fn connect(port: u16, n: usize) -> Result<Vec<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true);
+    let mut channels = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while channels.len() < n {
+        match endpoint.connect().await {
+            Ok(c) => channels.push(c),
+            Err(e) if Instant::now() > deadline => return Err(format!("broker: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+    Ok(channels)
+}
+
+fn broker_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let sibling = exe.with_file_name("tokenbroker");
+    if sibling.exists() {
+        Ok(sibling)
+    } else {
+        Err(format!(
+            "{} not found: build it (cargo build --release -p tokenbroker) or pass --broker-bin",
+            sibling.display()
+        ))
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> Result<i64, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no used_memory in INFO".into())
+}
+
+/// Stores `n` tokens of 2 ranges × 2 regions through the merge script (as the broker does) and
+/// returns (bytes per key from INFO, MEMORY USAGE of one key).
+async fn redis_memory_per_key(url: &str, n: u64) -> Result<(f64, i64), String> {
+    let mut conn = redis_conn(url).await?;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = used_memory(&mut conn).await?;
+    let script = redis::Script::new(broker::storage::redis::MERGE_SCRIPT_SOURCE);
+    let layout = broker::storage::redis::KeyLayout::new("tb");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut futures = Vec::new();
+        for i in chunk {
+            let key = layout.token(&broker::StoreKey::new(
+                "acct/db/orders",
+                format!("user-{i:08}"),
+            ));
+            let token = format!("0:1#{v}#0={v}#1={v},1:1#{v}#0={v}#1={v}", v = 1_000_000 + i);
+            let mut c = conn.clone();
+            let script = &script;
+            futures.push(async move {
+                script
+                    .key(key)
+                    .arg(token)
+                    .arg(3_600_000u64)
+                    .arg(256)
+                    .invoke_async::<redis::Value>(&mut c)
+                    .await
+            });
+        }
+        for f in futures {
+            f.await.map_err(|e| e.to_string())?;
+        }
+    }
+    let after = used_memory(&mut conn).await?;
+    let sample_key = layout.token(&broker::StoreKey::new("acct/db/orders", "user-00000000"));
+    let usage: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(sample_key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(((after - before) as f64 / n as f64, usage))
+}
+
+pub async fn run(args: CompareArgs) -> Result<Summary, String> {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (p_port, f_port, m_port, b_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let _primary = spawn_redis(p_port)?;
+    let _fallback = spawn_redis(f_port)?;
+    let _memory_redis = spawn_redis(m_port)?;
+    let p_url = format!("redis://127.0.0.1:{p_port}");
+    let f_url = format!("redis://127.0.0.1:{f_port}");
+    redis_conn(&p_url).await?;
+    redis_conn(&f_url).await?;
+
+    let broker_bin = broker_binary(args.broker_bin)?;
+    let broker = Command::new(&broker_bin)
+        .arg("serve")
+        .env("TOKENBROKER_LISTEN", format!("127.0.0.1:{b_port}"))
+        .env("TOKENBROKER_METRICS__LISTEN", "")
+        .env("TOKENBROKER_LOG__LEVEL", "warn")
+        .env("TOKENBROKER_REDIS__PRIMARY_URL", &p_url)
+        .env("TOKENBROKER_REDIS__FALLBACK_URL", &f_url)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", broker_bin.display()))?;
+    let broker_pid = broker.id().unwrap_or(0);
+    let channels = connect(b_port, args.connections).await?;
+    wait_ready(&channels[0]).await?;
+
+    let scope = "acct/db/orders".to_string();
+    let workload = |mix: [u32; 3]| Workload {
+        mix,
+        keys: Keys::Uniform(args.keys),
+        segments: 2,
+        regions: 2,
+        scope: scope.clone(),
+    };
+    let mut rows = Vec::new();
+    let (d, c) = (args.duration, args.concurrency);
+
+    // Seed every key so that gets find tokens.
+    let seed = Arc::new(Target::Broker {
+        channels: channels.clone(),
+        workload: workload([0, 1, 0]),
+    });
+    closed_loop(seed, c, args.warmup).await;
+
+    let measure = |name: &'static str, target: Target| {
+        let target = Arc::new(target);
+        let warmup = args.warmup;
+        async move {
+            closed_loop(target.clone(), c, warmup).await;
+            let r = closed_loop(target, c, d).await;
+            eprintln!("{name}: {:.0} ops/s", r.throughput());
+            r
+        }
+    };
+
+    let noop = measure(
+        "noop",
+        Target::Noop {
+            channels: channels.clone(),
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "noop RPC (health Check)",
+        &format!("closed c={c}"),
+        &noop,
+    ));
+    let get = measure(
+        "get",
+        Target::Broker {
+            channels: channels.clone(),
+            workload: workload([1, 0, 0]),
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "GetToken (dual Redis)",
+        &format!("closed c={c}"),
+        &get,
+    ));
+    let put = measure(
+        "put",
+        Target::Broker {
+            channels: channels.clone(),
+            workload: workload([0, 1, 0]),
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "PutToken (dual Redis)",
+        &format!("closed c={c}"),
+        &put,
+    ));
+    let mixed = measure(
+        "mixed",
+        Target::Broker {
+            channels: channels.clone(),
+            workload: workload([80, 15, 5]),
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "mix get80/put15/merge5",
+        &format!("closed c={c}"),
+        &mixed,
+    ));
+    let zipf = measure(
+        "zipf",
+        Target::Broker {
+            channels: channels.clone(),
+            workload: Workload {
+                keys: Keys::zipf(args.keys, 1.1),
+                ..workload([80, 20, 0])
+            },
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "mix get80/put20, zipf 1.1",
+        &format!("closed c={c}"),
+        &zipf,
+    ));
+    let hot = closed_loop(
+        Arc::new(Target::HotKey {
+            channels: channels.clone(),
+            scope: "hot".into(),
+        }),
+        64,
+        d,
+    )
+    .await;
+    rows.push(Row::new("PutToken, 64 writers 1 key", "closed c=64", &hot));
+    let lost = hot_key_lost(&channels[0], &hot.acked).await?;
+
+    let mut redis_conns = Vec::new();
+    for _ in 0..args.connections {
+        redis_conns.push(redis_conn(&p_url).await?);
+    }
+    let redis_get = measure(
+        "redis get",
+        Target::RedisGet {
+            connections: redis_conns.clone(),
+            keys: args.keys,
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "Redis GET direct",
+        &format!("closed c={c}"),
+        &redis_get,
+    ));
+    let script = Arc::new(redis::Script::new(
+        broker::storage::redis::MERGE_SCRIPT_SOURCE,
+    ));
+    let evalsha = measure(
+        "redis evalsha",
+        Target::RedisEvalsha {
+            connections: redis_conns,
+            keys: args.keys,
+            script,
+            workload: workload([0, 1, 0]),
+        },
+    )
+    .await;
+    rows.push(Row::new(
+        "Redis EVALSHA merge direct",
+        &format!("closed c={c}"),
+        &evalsha,
+    ));
+
+    let half_get = get.throughput() / 2.0;
+    let open_get = open_loop(
+        Arc::new(Target::Broker {
+            channels: channels.clone(),
+            workload: workload([1, 0, 0]),
+        }),
+        half_get,
+        d,
+        10_000,
+    )
+    .await;
+    rows.push(Row::new(
+        "GetToken at half max",
+        &format!("open {half_get:.0}/s"),
+        &open_get,
+    ));
+    let half_put = put.throughput() / 2.0;
+    let open_put = open_loop(
+        Arc::new(Target::Broker {
+            channels: channels.clone(),
+            workload: workload([0, 1, 0]),
+        }),
+        half_put,
+        d,
+        10_000,
+    )
+    .await;
+    rows.push(Row::new(
+        "PutToken at half max",
+        &format!("open {half_put:.0}/s"),
+        &open_put,
+    ));
+
+    let rss = peak_rss_mib(broker_pid);
+    let (bytes_per_key, usage) =
+        redis_memory_per_key(&format!("redis://127.0.0.1:{m_port}"), 100_000).await?;
+    drop(broker);
+
+    Ok(Summary {
+        get_vs_noop: get.throughput() / noop.throughput(),
+        put_vs_noop: put.throughput() / noop.throughput(),
+        hot_key_vs_uniform_put: hot.throughput() / put.throughput(),
+        hot_key_lost_updates: lost,
+        get_p99_us_at_half_rate: open_get.latency.value_at_quantile(0.99),
+        put_p99_us_at_half_rate: open_put.latency.value_at_quantile(0.99),
+        broker_peak_rss_mib: rss,
+        redis_bytes_per_key: bytes_per_key,
+        redis_memory_usage_sample_key: usage,
+        cpus,
+        rows,
+    })
+}
+
+async fn wait_ready(channel: &Channel) -> Result<(), String> {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: tokenbroker_proto::v1::SERVICE_NAME.into(),
+            })
+            .await;
+        if r.is_ok_and(|r| r.into_inner().status == 1) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("broker never became ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// After the hot-key run: how many writers' last acknowledged put the stored token misses.
+async fn hot_key_lost(channel: &Channel, acked: &[u64]) -> Result<u64, String> {
+    let mut c = TokenBrokerClient::new(channel.clone());
+    let read = c
+        .get_token(GetTokenRequest {
+            scope: "hot".into(),
+            key: "hot".into(),
+            partition_key_range_ids: vec![],
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let stored = SessionToken::parse(&read.session_token).map_err(|e| e.to_string())?;
+    let mut lost = 0;
+    for (writer, last) in acked.iter().enumerate() {
+        if *last == 0 {
+            continue;
+        }
+        let want =
+            SessionToken::parse(&format!("{}:1#{last}", writer + 1)).map_err(|e| e.to_string())?;
+        if !want.is_covered_by(&stored) {
+            lost += 1;
+        }
+    }
+    Ok(lost)
+}
+
+pub fn print(summary: &Summary) {
+    print!("{}", table(&summary.rows));
+    let check = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!();
+    println!(
+        "machine: {} CPUs; load generator, broker and both Redis on one host",
+        summary.cpus
+    );
+    println!(
+        "GetToken / no-op RPC        {:>6.1}%   (target >= 70%)  {}",
+        summary.get_vs_noop * 100.0,
+        check(summary.get_vs_noop >= 0.7)
+    );
+    println!(
+        "PutToken / no-op RPC        {:>6.1}%   (target >= 60%)  {}",
+        summary.put_vs_noop * 100.0,
+        check(summary.put_vs_noop >= 0.6)
+    );
+    println!(
+        "hot key / uniform PutToken  {:>6.1}%   (target >= 50%)  {}",
+        summary.hot_key_vs_uniform_put * 100.0,
+        check(summary.hot_key_vs_uniform_put >= 0.5)
+    );
+    println!(
+        "hot key lost updates        {:>6}    (target 0)       {}",
+        summary.hot_key_lost_updates,
+        check(summary.hot_key_lost_updates == 0)
+    );
+    println!(
+        "GetToken p99 at half max    {:>6} us (target <= 2000) {}",
+        summary.get_p99_us_at_half_rate,
+        check(summary.get_p99_us_at_half_rate <= 2000)
+    );
+    println!(
+        "PutToken p99 at half max    {:>6} us (target <= 2000) {}",
+        summary.put_p99_us_at_half_rate,
+        check(summary.put_p99_us_at_half_rate <= 2000)
+    );
+    println!(
+        "broker peak RSS             {:>6.1} MiB (target <= 64) {}",
+        summary.broker_peak_rss_mib,
+        check(summary.broker_peak_rss_mib <= 64.0)
+    );
+    println!(
+        "Redis bytes per key (2 ranges x 2 regions): {:.0} (INFO used_memory delta / 100000); MEMORY USAGE of one key: {}",
+        summary.redis_bytes_per_key, summary.redis_memory_usage_sample_key
+    );
+}

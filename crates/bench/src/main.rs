@@ -1,0 +1,231 @@
+//! `tokenbroker-bench`: load generator for tokenbroker, and the baseline comparison.
+//!
+//! A measuring tool, not a service: it fails loudly (expect) where a setup step cannot work.
+
+#![allow(clippy::expect_used)]
+
+mod compare;
+mod load;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tonic::transport::Endpoint;
+
+use crate::load::{Target, closed_loop, open_loop};
+use crate::report::{Row, table};
+use crate::workload::{Keys, Workload, parse_mix};
+
+#[derive(Parser)]
+#[command(
+    name = "tokenbroker-bench",
+    about = "Load generator and baselines for tokenbroker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Distribution {
+    Uniform,
+    Zipf,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Closed loop with this many concurrent callers (ignored with --rate).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Open loop: this many calls per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// HTTP/2 connections (or Redis connections) to spread calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load a running broker.
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        broker: String,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Weights of the operations, e.g. get=80,put=15,merge=5.
+        #[arg(long, default_value = "get=80,put=15,merge=5")]
+        mix: String,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        #[arg(long, value_enum, default_value = "uniform")]
+        distribution: Distribution,
+        /// Zipf exponent (with --distribution zipf).
+        #[arg(long, default_value_t = 1.1)]
+        zipf_s: f64,
+        /// Partition key ranges per token (1-4).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+        segments: u32,
+        /// Regions per range (1-3).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=3))]
+        regions: u32,
+    },
+    /// The no-op baseline: unary health Checks against a running broker.
+    Noop {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        broker: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Start Redis and the broker, and run the whole comparison (see docs/performance.md).
+    Compare {
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// The tokenbroker binary (default: next to this one).
+        #[arg(long)]
+        broker_bin: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn run_load(name: &str, target: Target, load: &LoadArgs) -> Row {
+    let target = Arc::new(target);
+    match load.rate {
+        Some(rate) => {
+            let r = open_loop(target, rate, load.duration, 10_000).await;
+            Row::new(name, &format!("open {rate:.0}/s"), &r)
+        }
+        None => {
+            let r = closed_loop(target, load.concurrency, load.duration).await;
+            Row::new(name, &format!("closed c={}", load.concurrency), &r)
+        }
+    }
+}
+
+async fn channels(url: &str, n: usize) -> Result<Vec<tonic::transport::Channel>, String> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true);
+    let mut out = Vec::new();
+    for _ in 0..n.max(1) {
+        out.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
+fn emit(row: &Row, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(row).expect("a row serialises"));
+    } else {
+        print!("{}", table(std::slice::from_ref(row)));
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Load {
+            broker,
+            load,
+            mix,
+            keys,
+            distribution,
+            zipf_s,
+            segments,
+            regions,
+        } => {
+            async {
+                let mix = parse_mix(&mix)?;
+                let keys = match distribution {
+                    Distribution::Uniform => Keys::Uniform(keys),
+                    Distribution::Zipf => Keys::zipf(keys, zipf_s),
+                };
+                let workload = Workload {
+                    mix,
+                    keys,
+                    segments,
+                    regions,
+                    scope: "bench/db/c".into(),
+                };
+                let channels = channels(&broker, load.connections).await?;
+                let row = run_load("broker", Target::Broker { channels, workload }, &load).await;
+                emit(&row, load.json);
+                Ok::<_, String>(())
+            }
+            .await
+        }
+        Cmd::Noop { broker, load } => {
+            async {
+                let channels = channels(&broker, load.connections).await?;
+                let row = run_load("noop", Target::Noop { channels }, &load).await;
+                emit(&row, load.json);
+                Ok(())
+            }
+            .await
+        }
+        Cmd::Compare {
+            duration,
+            warmup,
+            concurrency,
+            connections,
+            keys,
+            broker_bin,
+            json,
+        } => {
+            let args = compare::CompareArgs {
+                duration,
+                warmup,
+                concurrency,
+                connections,
+                keys,
+                broker_bin,
+            };
+            match compare::run(args).await {
+                Ok(summary) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&summary).expect("summary serialises")
+                    );
+                    Ok(())
+                }
+                Ok(summary) => {
+                    compare::print(&summary);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
