@@ -1,7 +1,11 @@
 //! Micro-benchmarks: parse, format and merge of typical header values.
 //! Run: cargo bench -p tokenbroker-session-token
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
 use session_token::SessionToken;
 
 const ONE: &str = "0:1#100#1=20#2=5";
