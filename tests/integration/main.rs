@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod grpc_api;
 mod lua_merge;
+mod python_client;
 mod redis_faults;
 mod redis_store;
 mod replicas;

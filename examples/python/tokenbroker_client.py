@@ -1,0 +1,236 @@
+"""A thin Python client for tokenbroker, generated from proto/ with grpcio-tools at run time.
+
+Two kinds of calls:
+
+- the raw RPCs (`put_token`, `get_token`, `merge_tokens`) raise `grpc.RpcError` like any gRPC stub;
+- the helpers you call around Cosmos operations (`token_for_read`, `record_write`) never raise:
+  on any broker error or deadline they log a warning, count the failure and return None, so the
+  Cosmos call goes ahead with the database's normal session semantics.
+
+Usage around the azure-cosmos SDK (keyword `session_token=` on read_item / query_items; the write's
+token is the `x-ms-session-token` response header, handed to `response_hook(headers, result)` or
+left in `container.client_connection.last_response_headers`):
+
+    broker = TokenBrokerClient("dns:///tokenbroker-headless:50051")
+    SCOPE = "myaccount/shop/orders"           # one scope per container
+
+    def save_order(container, order):
+        headers = {}
+        container.upsert_item(order, response_hook=lambda h, _: headers.update(h))
+        # Before answering our own caller, so that its next read (on any pod) sees the write.
+        broker.record_write(SCOPE, order["customerId"], headers.get("x-ms-session-token"))
+
+    def load_order(container, customer_id, order_id):
+        token = broker.token_for_read(SCOPE, customer_id)   # None: go ahead without one
+        extra = {"session_token": token} if token else {}
+        return container.read_item(order_id, partition_key=customer_id, **extra)
+
+Nothing generated is committed: `load_stubs()` runs grpc_tools.protoc on proto/ into a temporary
+directory the first time it is called (or imports stubs you generated with generate.sh).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional
+
+import grpc
+
+log = logging.getLogger("tokenbroker")
+
+PROTO_FILE = "tokenbroker/v1/token_broker.proto"
+# The repository's proto/ directory; TOKENBROKER_PROTO_DIR overrides it.
+DEFAULT_PROTO_DIR = Path(__file__).resolve().parent.parent.parent / "proto"
+
+# Deadlines for the never-fail helpers, in seconds. GetToken sits on the read path: keep it short,
+# a miss only costs a possibly stale read. PutToken decides whether the next read on another pod
+# sees the write: a little more patience.
+DEFAULT_READ_TIMEOUT = 0.1
+DEFAULT_WRITE_TIMEOUT = 0.25
+
+_stubs_lock = threading.Lock()
+_stubs = None
+
+
+def load_stubs(stubs_dir: Optional[str] = None):
+    """Returns the generated modules (token_broker_pb2, token_broker_pb2_grpc).
+
+    With `stubs_dir`, imports stubs generated beforehand by generate.sh. Without it, generates them
+    from the proto with grpc_tools.protoc into a temporary directory (once per process).
+    """
+    global _stubs
+    with _stubs_lock:
+        if _stubs is not None:
+            return _stubs
+        if stubs_dir is None:
+            stubs_dir = _generate()
+        sys.path.insert(0, str(stubs_dir))
+        pb2 = importlib.import_module("tokenbroker.v1.token_broker_pb2")
+        pb2_grpc = importlib.import_module("tokenbroker.v1.token_broker_pb2_grpc")
+        _stubs = (pb2, pb2_grpc)
+        return _stubs
+
+
+def _generate() -> str:
+    try:
+        from grpc_tools import protoc
+    except ImportError as e:
+        raise RuntimeError(
+            "grpcio-tools is missing: install python3-grpc-tools (Debian) or "
+            "`pip install grpcio grpcio-tools` (same release as grpcio)"
+        ) from e
+    proto_dir = Path(os.environ.get("TOKENBROKER_PROTO_DIR", DEFAULT_PROTO_DIR))
+    if not (proto_dir / PROTO_FILE).is_file():
+        raise RuntimeError(f"{proto_dir / PROTO_FILE} not found (set TOKENBROKER_PROTO_DIR)")
+    out = tempfile.mkdtemp(prefix="tokenbroker-stubs-")
+    atexit.register(shutil.rmtree, out, True)
+    rc = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{proto_dir}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(proto_dir / PROTO_FILE),
+        ]
+    )
+    if rc != 0:
+        raise RuntimeError(f"grpc_tools.protoc failed on {proto_dir / PROTO_FILE} (exit {rc})")
+    return out
+
+
+class TokenBrokerClient:
+    """A client for one broker target.
+
+    `target` is a gRPC target: `host:port` for one broker, or
+    `dns:///tokenbroker-headless:50051` for every pod behind a headless Service; calls are spread
+    over the resolved addresses with the round_robin policy (a plain ClusterIP Service would pin
+    the HTTP/2 connection to one pod).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        stubs_dir: Optional[str] = None,
+        channel: Optional[grpc.Channel] = None,
+    ):
+        pb2, pb2_grpc = load_stubs(stubs_dir)
+        self._pb2 = pb2
+        self.target = target
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self._channel = channel or grpc.insecure_channel(
+            target, options=[("grpc.lb_policy_name", "round_robin")]
+        )
+        self._stub = pb2_grpc.TokenBrokerStub(self._channel)
+        self._failures_lock = threading.Lock()
+        self._failures: Counter = Counter()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "TokenBrokerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- raw RPCs: raise grpc.RpcError -------------------------------------------------------
+
+    def put_token(self, scope: str, key: str, session_token: str, *, timeout: Optional[float] = None) -> str:
+        """PutToken: merges the token into the stored one; returns the stored result."""
+        req = self._pb2.PutTokenRequest(scope=scope, key=key, session_token=session_token)
+        return self._stub.PutToken(req, timeout=self._deadline(timeout, self.write_timeout)).session_token
+
+    def get_token(
+        self, scope: str, key: str, range_ids: Iterable[str] = (), *, timeout: Optional[float] = None
+    ):
+        """GetToken: the GetTokenResponse (session_token, found, degraded)."""
+        req = self._pb2.GetTokenRequest(scope=scope, key=key, partition_key_range_ids=list(range_ids))
+        return self._stub.GetToken(req, timeout=self._deadline(timeout, self.read_timeout))
+
+    def merge_tokens(self, session_tokens: Iterable[str], *, timeout: Optional[float] = None) -> str:
+        """MergeToken: merges tokens without storing anything."""
+        req = self._pb2.MergeTokenRequest(session_tokens=list(session_tokens))
+        return self._stub.MergeToken(req, timeout=self._deadline(timeout, self.read_timeout)).session_token
+
+    # -- never-fail helpers around Cosmos operations ----------------------------------------
+
+    def token_for_read(
+        self, scope: str, key: str, range_ids: Iterable[str] = (), *, timeout: Optional[float] = None
+    ) -> Optional[str]:
+        """The token to send with a read, or None (nothing stored, or the broker failed).
+
+        Pass the target partition key range id in `range_ids` when you know it: a whole composite
+        token can exceed Cosmos's header limits.
+        """
+        try:
+            resp = self.get_token(scope, key, range_ids, timeout=timeout)
+        except grpc.RpcError as e:
+            self._failed("GetToken", e)
+            return None
+        except Exception:  # a bug or a closed channel must not fail the read either
+            self._failed("GetToken", None)
+            return None
+        if resp.degraded:
+            log.info("tokenbroker GetToken degraded for scope=%r key=%r", scope, key)
+        return resp.session_token if resp.found else None
+
+    def record_write(
+        self, scope: str, key: str, session_token: Optional[str], *, timeout: Optional[float] = None
+    ) -> Optional[str]:
+        """Records a write's token; returns the stored token, or None if nothing was recorded.
+
+        Call it after the Cosmos write and before answering your own caller. A write response
+        without a session token (None or empty) is skipped.
+        """
+        if not session_token:
+            return None
+        try:
+            return self.put_token(scope, key, session_token, timeout=timeout)
+        except grpc.RpcError as e:
+            self._failed("PutToken", e)
+            return None
+        except Exception:
+            self._failed("PutToken", None)
+            return None
+
+    # -- failures ---------------------------------------------------------------------------
+
+    @property
+    def failures(self) -> dict:
+        """Helper failures so far, keyed by (rpc, status code name)."""
+        with self._failures_lock:
+            return dict(self._failures)
+
+    @property
+    def failure_count(self) -> int:
+        with self._failures_lock:
+            return sum(self._failures.values())
+
+    def _failed(self, rpc: str, error: Optional[grpc.RpcError]) -> None:
+        if error is None:
+            code = "CLIENT_ERROR"
+            log.warning("tokenbroker %s failed in the client; going ahead without a token", rpc, exc_info=True)
+        else:
+            status = error.code() if hasattr(error, "code") else None
+            code = status.name if status is not None else "UNKNOWN"
+            details = error.details() if hasattr(error, "details") else str(error)
+            log.warning("tokenbroker %s failed (%s: %s); going ahead without a token", rpc, code, details)
+        with self._failures_lock:
+            self._failures[(rpc, code)] += 1
+
+    @staticmethod
+    def _deadline(timeout: Optional[float], default: float) -> float:
+        return default if timeout is None else timeout
