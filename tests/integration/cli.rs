@@ -53,7 +53,13 @@ async fn put_get_merge_and_health_against_a_running_broker() {
     // A second put merges into the stored token: the answer covers both.
     let put = cli(&with(
         "put",
-        &["--scope", "acct/db/orders", "--key", "user-1", "3:1#90#1=30"],
+        &[
+            "--scope",
+            "acct/db/orders",
+            "--key",
+            "user-1",
+            "3:1#90#1=30",
+        ],
     ))
     .await;
     assert_eq!(stdout(&put), "0:2#5#1=1,3:1#100#1=30\n");
@@ -80,7 +86,11 @@ async fn put_get_merge_and_health_against_a_running_broker() {
     .await;
     assert_eq!(missing.status.code(), Some(1), "get exits 1 on a miss");
     assert_eq!(stdout(&missing), "");
-    assert!(stderr(&missing).contains("not found"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
 
     let merge = cli(&with("merge", &["0:1#5#1=3", "0:2#3#1=1"])).await;
     assert!(merge.status.success(), "{}", stderr(&merge));
