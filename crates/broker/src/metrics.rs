@@ -1,14 +1,85 @@
-//! Metric samples that stores and the broker expose, independent of any exporter.
+//! Metric samples that stores and the broker expose, independent of any exporter, and the
+//! latency histogram they record into.
 //!
 //! Why plain samples: the server decides how to publish them (a Prometheus scrape endpoint
 //! today); the domain only counts. Labels are bounded by construction: instance roles and fixed
 //! names, never a scope or a key.
+//!
+//! Why a hand-rolled histogram: recording sits on every request and every Redis call, so it is
+//! a few relaxed atomic adds into a fixed array, with no lock and no allocation.
 
-/// Counter or gauge.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Latency bucket upper bounds, in seconds, shared by every latency histogram.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A latency histogram over [`LATENCY_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// A point-in-time copy, with cumulative bucket counts as Prometheus wants them.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|b| {
+                cumulative += b.load(Ordering::Relaxed);
+                cumulative
+            })
+            .collect();
+        HistogramSnapshot {
+            // The +Inf bucket is the count; reading it from the buckets keeps the two consistent
+            // even when a record lands between the loads.
+            count: cumulative,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            cumulative: buckets,
+        }
+    }
+}
+
+/// A histogram's values at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// Cumulative counts for each bound of [`LATENCY_BUCKETS`], then +Inf.
+    pub cumulative: Vec<u64>,
+}
+
+/// Counter, gauge or histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// One metric value with its labels.
@@ -18,7 +89,10 @@ pub struct Sample {
     pub help: &'static str,
     pub kind: Kind,
     pub labels: Vec<(&'static str, String)>,
+    /// The value of a counter or gauge; a histogram's count.
     pub value: f64,
+    /// Set for histograms only.
+    pub histogram: Option<HistogramSnapshot>,
 }
 
 impl Sample {
@@ -29,6 +103,7 @@ impl Sample {
             kind: Kind::Counter,
             labels: Vec::new(),
             value: value as f64,
+            histogram: None,
         }
     }
 
@@ -39,11 +114,46 @@ impl Sample {
             kind: Kind::Gauge,
             labels: Vec::new(),
             value,
+            histogram: None,
+        }
+    }
+
+    pub fn histogram(name: &'static str, help: &'static str, histogram: &Histogram) -> Self {
+        let snapshot = histogram.snapshot();
+        Self {
+            name,
+            help,
+            kind: Kind::Histogram,
+            labels: Vec::new(),
+            value: snapshot.count as f64,
+            histogram: Some(snapshot),
         }
     }
 
     pub fn label(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.labels.push((key, value.into()));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_the_count() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50)); // first bucket
+        h.observe(Duration::from_millis(3)); // le=0.005
+        h.observe(Duration::from_secs(2)); // +Inf only
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.cumulative.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(s.cumulative[0], 1);
+        assert_eq!(s.cumulative[4], 1, "le=0.0025 excludes 3ms");
+        assert_eq!(s.cumulative[5], 2, "le=0.005 includes 3ms");
+        assert_eq!(s.cumulative[LATENCY_BUCKETS.len() - 1], 2);
+        assert_eq!(s.cumulative[LATENCY_BUCKETS.len()], 3);
+        assert!((s.sum_seconds - 2.00305).abs() < 1e-9, "{}", s.sum_seconds);
     }
 }

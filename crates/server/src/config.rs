@@ -28,6 +28,7 @@ pub struct Settings {
     pub memory: MemorySettings,
     pub redis: RedisOptions,
     pub metrics: MetricsSettings,
+    pub telemetry: TelemetrySettings,
     pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
 }
@@ -42,6 +43,7 @@ impl Default for Settings {
             memory: MemorySettings::default(),
             redis: RedisOptions::default(),
             metrics: MetricsSettings::default(),
+            telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
             shutdown: ShutdownSettings::default(),
         }
@@ -117,6 +119,65 @@ impl Default for MetricsSettings {
         Self {
             listen: "0.0.0.0:9464".into(),
         }
+    }
+}
+
+/// Trace export (docs/observability.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC endpoint of a collector, such as `http://otel-collector:4317`. Unset or empty:
+    /// no trace export at all.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported spans.
+    pub service_name: String,
+    /// Fraction of traces started here (requests without a sampled `traceparent`) that are
+    /// recorded; a caller's sampling decision is always followed.
+    pub sampling_ratio: f64,
+    /// Most time between two exports of batched spans.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "tokenbroker".into(),
+            sampling_ratio: 1.0,
+            export_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// The endpoint, if trace export is on.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(e) = self.endpoint() {
+            let parsed = e.parse::<tonic::transport::Uri>();
+            let ok = parsed.is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "telemetry.otlp_endpoint: {e:?} is not a plaintext OTLP/gRPC address such as \
+                     http://otel-collector:4317 (https is not supported: use a local collector)"
+                ));
+            }
+        }
+        if self.service_name.is_empty() {
+            return Err("telemetry.service_name: must not be empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err("telemetry.sampling_ratio: must be between 0 and 1".into());
+        }
+        let interval = self.export_interval;
+        if interval < Duration::from_millis(10) || interval > Duration::from_secs(600) {
+            return Err("telemetry.export_interval: must be between 10ms and 10m".into());
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +281,7 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!("log.level: {e}"));
         }
+        self.telemetry.validate().map_err(ConfigError::Invalid)?;
         let ttl = self.token.ttl;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 86_400) {
             return invalid("token.ttl: must be between 1s and 30days".into());
@@ -361,6 +423,25 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_is_off_by_default_and_an_empty_endpoint_keeps_it_off() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.telemetry.endpoint(), None);
+        let s = Settings::load_from(None, env(&[("TOKENBROKER_TELEMETRY__OTLP_ENDPOINT", "")]))
+            .unwrap();
+        assert_eq!(s.telemetry.endpoint(), None);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("TOKENBROKER_TELEMETRY__OTLP_ENDPOINT", "http://otel:4317"),
+                ("TOKENBROKER_TELEMETRY__SAMPLING_RATIO", "0.25"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.telemetry.endpoint(), Some("http://otel:4317"));
+        assert_eq!(s.telemetry.sampling_ratio, 0.25);
+    }
+
+    #[test]
     fn bad_values_and_unknown_keys_are_refused_with_the_key_named() {
         let cases = [
             (("TOKENBROKER_LISTEN", "nowhere"), "listen"),
@@ -373,6 +454,18 @@ mod tests {
             (("TOKENBROKER_LIMITS__MAX_SEGMENTS", "many"), "max_segments"),
             (("TOKENBROKER_LISTN", "127.0.0.1:1"), "listn"),
             (("TOKENBROKER_LOG__FORMAT", "xml"), "xml"),
+            (
+                ("TOKENBROKER_TELEMETRY__OTLP_ENDPOINT", "otel:4317"),
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                ("TOKENBROKER_TELEMETRY__OTLP_ENDPOINT", "https://otel:4317"),
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                ("TOKENBROKER_TELEMETRY__SAMPLING_RATIO", "1.5"),
+                "telemetry.sampling_ratio",
+            ),
         ];
         for ((k, v), needle) in cases {
             let err = Settings::load_from(None, env(&[(k, v)]))

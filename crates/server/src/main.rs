@@ -30,7 +30,13 @@ async fn serve(config: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&settings.log);
+    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = async {
         let addr = settings.listen_addr().map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -56,6 +62,8 @@ async fn serve(config: Option<&std::path::Path>) -> ExitCode {
         .map_err(|e| e.to_string())
     }
     .await;
+    // Flush the spans still buffered (the last calls of the drain among them).
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,45 +1,34 @@
 //! Metrics: RPC counts and latency by method and status, plus the broker's and store's samples,
 //! published on a Prometheus scrape endpoint (`metrics.listen`, path `/metrics`).
 //!
-//! Why hand-rolled histograms: recording sits on every request, so it is a few relaxed atomic
-//! adds into fixed arrays (method × status code × bucket), with no lock and no allocation.
-//! Labels are bounded by construction: three methods, seventeen gRPC codes, instance roles;
-//! never a scope or a key.
+//! Why hand-rolled histograms (`broker::metrics::Histogram`): recording sits on every request,
+//! so it is a few relaxed atomic adds into fixed arrays (method × status code × bucket), with no
+//! lock and no allocation. Labels are bounded by construction: three methods, seventeen gRPC
+//! codes, instance roles, breaker states; never a scope or a key. Every metric is documented in
+//! docs/observability.md.
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use broker::Broker;
-use broker::metrics::{Kind, Sample};
+use broker::metrics::{Histogram, HistogramSnapshot, Kind, LATENCY_BUCKETS, Sample};
 use tokio::net::TcpListener;
 
 pub const METHODS: [&str; 3] = ["PutToken", "GetToken", "MergeToken"];
 const CODES: usize = 17;
-/// Latency bucket upper bounds, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
-
-#[derive(Default)]
-struct Series {
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-    /// Non-cumulative counts per bucket; the last slot is +Inf.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-}
 
 /// RPC counters, shared by the service (which records) and the endpoint (which renders).
 pub struct RpcMetrics {
-    series: Vec<Series>,
+    /// One histogram per method × status code.
+    series: Vec<Histogram>,
 }
 
 impl Default for RpcMetrics {
     fn default() -> Self {
         Self {
             series: (0..METHODS.len() * CODES)
-                .map(|_| Series::default())
+                .map(|_| Histogram::default())
                 .collect(),
         }
     }
@@ -49,57 +38,33 @@ impl RpcMetrics {
     /// Records one call of `METHODS[method]` that ended with `code` after `elapsed`.
     pub fn record(&self, method: usize, code: tonic::Code, elapsed: Duration) {
         let code = (code as usize).min(CODES - 1);
-        let Some(series) = self.series.get(method * CODES + code) else {
-            return;
-        };
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        series.count.fetch_add(1, Ordering::Relaxed);
-        series
-            .sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        if let Some(series) = self.series.get(method * CODES + code) {
+            series.observe(elapsed);
+        }
     }
 
-    fn render(&self, out: &mut String) {
-        out.push_str("# HELP tokenbroker_rpc_duration_seconds gRPC calls by method and status code, with their latency.\n");
-        out.push_str("# TYPE tokenbroker_rpc_duration_seconds histogram\n");
+    /// Samples of the calls seen so far (method × code pairs never seen are left out).
+    fn samples(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
         for (m, method) in METHODS.iter().enumerate() {
             for c in 0..CODES {
-                let s = &self.series[m * CODES + c];
-                let count = s.count.load(Ordering::Relaxed);
-                if count == 0 {
+                let h = &self.series[m * CODES + c];
+                if h.count() == 0 {
                     continue;
                 }
                 let code = format!("{:?}", tonic::Code::from(c as i32));
-                let labels = format!("method=\"{method}\",code=\"{code}\"");
-                let mut cumulative = 0;
-                for (i, bound) in BUCKETS.iter().enumerate() {
-                    cumulative += s.buckets[i].load(Ordering::Relaxed);
-                    let _ = writeln!(
-                        out,
-                        "tokenbroker_rpc_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                    );
-                }
-                cumulative += s.buckets[BUCKETS.len()].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "tokenbroker_rpc_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
-                );
-                let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                let _ = writeln!(
-                    out,
-                    "tokenbroker_rpc_duration_seconds_sum{{{labels}}} {sum}"
-                );
-                let _ = writeln!(
-                    out,
-                    "tokenbroker_rpc_duration_seconds_count{{{labels}}} {count}"
+                out.push(
+                    Sample::histogram(
+                        "tokenbroker_rpc_duration_seconds",
+                        "gRPC calls by method and status code, with their latency.",
+                        h,
+                    )
+                    .label("method", *method)
+                    .label("code", code),
                 );
             }
         }
+        out
     }
 }
 
@@ -117,29 +82,55 @@ pub fn render_samples(samples: &[Sample], out: &mut String) {
             let kind = match s.kind {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
             let _ = writeln!(out, "# TYPE {} {kind}", s.name);
             last = s.name;
         }
-        if s.labels.is_empty() {
-            let _ = writeln!(out, "{} {}", s.name, s.value);
-        } else {
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), s.value);
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let labels = labels.join(",");
+        match &s.histogram {
+            Some(h) => render_histogram(s.name, &labels, h, out),
+            None if labels.is_empty() => {
+                let _ = writeln!(out, "{} {}", s.name, s.value);
+            }
+            None => {
+                let _ = writeln!(out, "{}{{{labels}}} {}", s.name, s.value);
+            }
         }
     }
 }
 
+/// Writes the `_bucket`, `_sum` and `_count` lines of one histogram series.
+fn render_histogram(name: &str, labels: &str, h: &HistogramSnapshot, out: &mut String) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let bounds = LATENCY_BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_owned()));
+    for (bound, count) in bounds.zip(&h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
 /// The whole scrape: RPC metrics, then broker and store samples (grouped by name).
 pub fn render(rpc: &RpcMetrics, broker: &Broker) -> String {
-    let mut out = String::with_capacity(8192);
-    rpc.render(&mut out);
-    let mut samples = broker.samples();
+    let mut out = String::with_capacity(16384);
+    let mut samples = rpc.samples();
+    samples.extend(broker.samples());
+    // Stable: series of one name keep their order.
     samples.sort_by_key(|s| s.name);
     render_samples(&samples, &mut out);
     out

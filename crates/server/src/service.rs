@@ -1,20 +1,47 @@
-//! The gRPC face of the broker: request messages in, broker calls, statuses out.
+//! The gRPC face of the broker: request messages in, broker calls, statuses out; one metric
+//! record and one span per call.
 //!
 //! Why so thin: every rule lives in the `broker` library; this module only maps its typed errors
-//! onto gRPC status codes, at the edge, so the mapping is in one place and easy to audit.
+//! onto gRPC status codes, at the edge, so the mapping is in one place and easy to audit. The
+//! span carries the method and the status code only: scopes, keys and tokens are caller data
+//! and never become span attributes.
 
 use broker::{Broker, BrokerError};
 use tokenbroker_proto::v1::token_broker_server::TokenBroker;
 use tokenbroker_proto::v1::{
     GetTokenRequest, GetTokenResponse, MergeTokenRequest, MergeTokenResponse, PutTokenRequest,
-    PutTokenResponse,
+    PutTokenResponse, SERVICE_NAME,
 };
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::metrics::RpcMetrics;
+use crate::metrics::{METHODS, RpcMetrics};
+use crate::telemetry;
+
+/// Span names: the full gRPC method names, in the order of [`METHODS`].
+pub const SPAN_NAMES: [&str; 3] = [
+    "tokenbroker.v1.TokenBroker/PutToken",
+    "tokenbroker.v1.TokenBroker/GetToken",
+    "tokenbroker.v1.TokenBroker/MergeToken",
+];
+
+/// Codes that mark a server span as failed (OpenTelemetry's gRPC conventions): the others are
+/// the caller's errors, not the server's.
+fn server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
 
 pub struct TokenBrokerService {
     broker: Broker,
@@ -26,16 +53,33 @@ impl TokenBrokerService {
         Self { broker, metrics }
     }
 
-    /// Runs one RPC body and records its status and latency.
+    /// Runs one RPC body in its span (a child of the caller's `traceparent`, if any) and
+    /// records its status and latency.
     async fn measured<T>(
         &self,
         method: usize,
+        metadata: &MetadataMap,
         body: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
+        let span = tracing::debug_span!(
+            "rpc",
+            otel.name = SPAN_NAMES[method],
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = SERVICE_NAME,
+            rpc.method = METHODS[method],
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        telemetry::set_remote_parent(&span, metadata);
         let started = Instant::now();
-        let result = body.await;
+        let result = body.instrument(span.clone()).await;
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.metrics.record(method, code, started.elapsed());
+        span.record("rpc.grpc.status_code", code as i32);
+        if server_error(code) {
+            span.record("otel.status_code", "ERROR");
+        }
         result.map(Response::new)
     }
 }
@@ -56,8 +100,8 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<PutTokenRequest>,
     ) -> Result<Response<PutTokenResponse>, Status> {
-        let r = request.into_inner();
-        self.measured(0, async {
+        let (metadata, _, r) = request.into_parts();
+        self.measured(0, &metadata, async {
             let stored = self
                 .broker
                 .put(&r.scope, &r.key, &r.session_token)
@@ -74,8 +118,8 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<GetTokenRequest>,
     ) -> Result<Response<GetTokenResponse>, Status> {
-        let r = request.into_inner();
-        self.measured(1, async {
+        let (metadata, _, r) = request.into_parts();
+        self.measured(1, &metadata, async {
             let result = self
                 .broker
                 .get(&r.scope, &r.key, &r.partition_key_range_ids)
@@ -94,13 +138,25 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<MergeTokenRequest>,
     ) -> Result<Response<MergeTokenResponse>, Status> {
-        let r = request.into_inner();
-        self.measured(2, async {
+        let (metadata, _, r) = request.into_parts();
+        self.measured(2, &metadata, async {
             let merged = self.broker.merge(&r.session_tokens).map_err(status)?;
             Ok(MergeTokenResponse {
                 session_token: merged.to_string(),
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_names_are_the_full_method_names() {
+        for (name, method) in SPAN_NAMES.iter().zip(METHODS) {
+            assert_eq!(*name, format!("{SERVICE_NAME}/{method}"));
+        }
     }
 }

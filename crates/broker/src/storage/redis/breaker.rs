@@ -117,7 +117,20 @@ impl Breaker {
     pub fn is_open(&self) -> bool {
         !matches!(*self.lock(), State::Closed { .. })
     }
+
+    /// The state's name, for metrics: `closed`, `open` or `half_open`. An open breaker whose
+    /// period has ended stays `open` until the next call probes it.
+    pub fn state_name(&self) -> &'static str {
+        match *self.lock() {
+            State::Closed { .. } => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
+        }
+    }
 }
+
+/// Every value [`Breaker::state_name`] returns.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 #[cfg(test)]
 mod tests {
@@ -138,7 +151,9 @@ mod tests {
         assert_eq!(b.admit(), Admit::No);
         assert!(b.failure(), "a failed probe re-opens");
         assert_eq!(b.admit(), Admit::Probe);
+        assert_eq!(b.state_name(), "half_open");
         assert!(b.success(), "a successful probe closes");
+        assert_eq!(b.state_name(), "closed");
         assert_eq!(b.admit(), Admit::Yes);
     }
 
@@ -155,5 +170,6 @@ mod tests {
         let b = Breaker::new(1, Duration::from_secs(3600));
         assert!(b.failure());
         assert_eq!(b.admit(), Admit::No);
+        assert_eq!(b.state_name(), "open");
     }
 }

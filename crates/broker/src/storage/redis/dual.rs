@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use session_token::SessionToken;
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::breaker::BREAKER_STATES;
 use super::instance::{
     InstanceError, RedisInstance, Role, spawn_get_batchers, spawn_health_checks,
 };
@@ -667,16 +668,23 @@ impl TokenStore for DualRedisStore {
                     load(&s.skipped),
                 )
                 .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_call_seconds_total",
-                    "Time spent in Redis calls, in seconds (divide by calls for the mean).",
-                    0,
+                Sample::histogram(
+                    "tokenbroker_redis_call_duration_seconds",
+                    "Latency of the Redis calls made (connecting included; skipped calls excluded).",
+                    &s.latency,
                 )
                 .label("instance", name),
             ]);
-            if let Some(last) = out.last_mut() {
-                last.value = load(&s.latency_micros) as f64 / 1e6;
-            }
+            let state = i.breaker_state();
+            out.extend(BREAKER_STATES.iter().map(|st| {
+                Sample::gauge(
+                    "tokenbroker_redis_breaker_state",
+                    "1 for the circuit breaker's current state (closed, open or half_open), 0 for the others.",
+                    f64::from(u8::from(*st == state)),
+                )
+                .label("instance", name)
+                .label("state", *st)
+            }));
         }
         out
     }

@@ -6,6 +6,11 @@
 //! connection is multiplexed, so the instance keeps `pool_size` of them checked out in slots,
 //! and each call clones a handle and pipelines on it. A slot whose connection broke is emptied
 //! and refilled from the pool by the next call.
+//!
+//! Why a span per call here: this is where a request turns into Redis commands, so a trace shows
+//! which instance answered, how long it took and why it failed. The spans are at DEBUG level and
+//! carry only the command name, the instance role and an error class (never a key, a token or a
+//! URL); without a trace exporter, nothing enables them and they cost a relaxed load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,10 +20,12 @@ use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tracing::{Instrument, Span};
 
 use super::breaker::{Admit, Breaker};
 use super::options::{RedisOptions, RedisUrl};
 use super::script::{BadReply, MERGE_SCRIPT, MergeReply, decode};
+use crate::metrics::Histogram;
 
 /// Which instance of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +56,18 @@ pub enum InstanceError {
     Reply(&'static str, BadReply),
 }
 
+impl InstanceError {
+    /// A low-cardinality class, for the `error.type` span attribute.
+    pub fn class(&self) -> &'static str {
+        match self {
+            InstanceError::BreakerOpen(_) => "breaker_open",
+            InstanceError::Timeout(..) => "timeout",
+            InstanceError::Redis(..) => "redis",
+            InstanceError::Reply(..) => "bad_reply",
+        }
+    }
+}
+
 /// Counters of one instance, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct InstanceStats {
@@ -56,8 +75,8 @@ pub struct InstanceStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub skipped: AtomicU64,
-    /// Sum of call latencies in microseconds (with `calls`, the mean).
-    pub latency_micros: AtomicU64,
+    /// Latency of the calls made (not of the skipped ones).
+    pub latency: Histogram,
 }
 
 pub struct RedisInstance {
@@ -146,6 +165,11 @@ impl RedisInstance {
         self.breaker.is_open()
     }
 
+    /// `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        self.breaker.state_name()
+    }
+
     /// True once after each detected restart of the server.
     pub fn take_restarted(&self) -> bool {
         self.restarted.swap(false, Ordering::AcqRel)
@@ -207,8 +231,48 @@ impl RedisInstance {
         }
     }
 
-    /// Runs one call under the breaker and the operation deadline, and books the outcome.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, InstanceError>
+    /// The client span of one Redis command, named after it (`EVALSHA`, `MGET`...).
+    fn span(&self, op: &'static str) -> Span {
+        tracing::debug_span!(
+            "redis",
+            otel.name = op,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system = "redis",
+            db.system.name = "redis",
+            db.operation.name = op,
+            tokenbroker.redis.instance = self.name(),
+            error.type = tracing::field::Empty,
+        )
+    }
+
+    /// Runs `work` in the span of command `op` and records a failure on it.
+    async fn traced<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = Result<T, InstanceError>>,
+    ) -> Result<T, InstanceError> {
+        let span = self.span(op);
+        let result = work.instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", e.class());
+        }
+        result
+    }
+
+    /// Runs command `op` under the breaker and the operation deadline, in its span, and books
+    /// the outcome.
+    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, InstanceError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, InstanceError>>,
+    {
+        self.traced(op, self.call_untraced(f)).await
+    }
+
+    /// [`Self::call`] without a span (for the read batchers, whose requesters hold the spans).
+    async fn call_untraced<T, F, Fut>(&self, f: F) -> Result<T, InstanceError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, InstanceError>>,
@@ -229,9 +293,7 @@ impl RedisInstance {
             Ok(result) => result,
             Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
         };
-        self.stats
-            .latency_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.latency.observe(started.elapsed());
         match &result {
             Ok(_) => {
                 if self.breaker.success() {
@@ -269,7 +331,7 @@ impl RedisInstance {
         max_segments: usize,
     ) -> Result<MergeReply, InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        self.call(|mut conn| async move {
+        self.call("EVALSHA", |mut conn| async move {
             let reply: Value = MERGE_SCRIPT
                 .key(key)
                 .arg(token)
@@ -284,7 +346,8 @@ impl RedisInstance {
     }
 
     /// Reads a raw stored value. Concurrent reads are batched into one MGET (see
-    /// [`spawn_get_batchers`]) when batchers run; otherwise this is a plain GET.
+    /// [`spawn_get_batchers`]) when batchers run; otherwise this is a one-key MGET. Either way
+    /// the caller's span `MGET` covers the wait for the batch.
     pub async fn get(&self, key: &str) -> Result<Option<String>, InstanceError> {
         let Some(batches) = &self.batches else {
             return self
@@ -302,15 +365,22 @@ impl RedisInstance {
                 .await
                 .map_err(|_| InstanceError::Redis(self.name(), "read batcher stopped".into()))?
         };
-        match tokio::time::timeout(self.operation_timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
-        }
+        let deadline = async {
+            match tokio::time::timeout(self.operation_timeout, wait).await {
+                Ok(result) => result,
+                Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
+            }
+        };
+        self.traced("MGET", deadline).await
     }
 
     /// Reads several keys in one command.
     pub async fn mget(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, InstanceError> {
-        self.call(|mut conn| async move {
+        self.traced("MGET", self.mget_untraced(keys)).await
+    }
+
+    async fn mget_untraced(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, InstanceError> {
+        self.call_untraced(|mut conn| async move {
             let mut cmd = redis::cmd("MGET");
             for key in &keys {
                 cmd.arg(key);
@@ -324,7 +394,7 @@ impl RedisInstance {
 
     /// The remaining time to live of a key; `None` when it has no expiry or is gone.
     pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, InstanceError> {
-        self.call(|mut conn| async move {
+        self.call("PTTL", |mut conn| async move {
             let pttl: i64 = redis::cmd("PTTL")
                 .arg(key)
                 .query_async(&mut conn)
@@ -338,7 +408,7 @@ impl RedisInstance {
     /// Sets a key with a TTL (used for the primary-behind marker).
     pub async fn set_px(&self, key: &str, value: &str, ttl: Duration) -> Result<(), InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        self.call(|mut conn| async move {
+        self.call("SET", |mut conn| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -424,7 +494,7 @@ pub fn spawn_get_batchers(instance: &Arc<RedisInstance>) -> Vec<tokio::task::Joi
                         return;
                     }
                     let keys = pending.iter().map(|(k, _)| k.clone()).collect();
-                    match instance.mget(keys).await {
+                    match instance.mget_untraced(keys).await {
                         Ok(values) => {
                             for ((_, reply), value) in pending.drain(..).zip(values) {
                                 let _ = reply.send(Ok(value));
