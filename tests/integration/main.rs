@@ -7,6 +7,7 @@
 mod support;
 
 mod bad_input;
+mod connection_age;
 mod cli;
 mod grpc_api;
 mod lua_merge;

@@ -188,6 +188,11 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     /// Most concurrent requests per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Age at which the server asks a client connection to go away (HTTP/2 GOAWAY, graceful:
+    /// calls in flight finish), so that clients reconnect and spread over the replicas that
+    /// scaling or a rollout added. Zero disables it.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
 }
 
 impl Default for ServerSettings {
@@ -195,6 +200,7 @@ impl Default for ServerSettings {
         Self {
             max_message_bytes: 2 * 1024 * 1024,
             max_concurrent_streams: 1024,
+            max_connection_age: Duration::from_secs(300),
         }
     }
 }
@@ -304,6 +310,12 @@ impl Settings {
         }
         if self.server.max_concurrent_streams == 0 {
             return invalid("server.max_concurrent_streams: must be at least 1".into());
+        }
+        let age = self.server.max_connection_age;
+        if !age.is_zero() && (age < Duration::from_secs(1) || age > day) {
+            return invalid(
+                "server.max_connection_age: must be 0s (disabled) or between 1s and 1day".into(),
+            );
         }
         Ok(())
     }
@@ -423,6 +435,18 @@ mod tests {
     }
 
     #[test]
+    fn max_connection_age_defaults_to_five_minutes_and_zero_disables_it() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.max_connection_age, Duration::from_secs(300));
+        let s = Settings::load_from(
+            None,
+            env(&[("TOKENBROKER_SERVER__MAX_CONNECTION_AGE", "0s")]),
+        )
+        .unwrap();
+        assert!(s.server.max_connection_age.is_zero());
+    }
+
+    #[test]
     fn telemetry_is_off_by_default_and_an_empty_endpoint_keeps_it_off() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.telemetry.endpoint(), None);
@@ -465,6 +489,14 @@ mod tests {
             (
                 ("TOKENBROKER_TELEMETRY__SAMPLING_RATIO", "1.5"),
                 "telemetry.sampling_ratio",
+            ),
+            (
+                ("TOKENBROKER_SERVER__MAX_CONNECTION_AGE", "10ms"),
+                "server.max_connection_age",
+            ),
+            (
+                ("TOKENBROKER_SERVER__MAX_CONNECTION_AGE", "2days"),
+                "server.max_connection_age",
             ),
         ];
         for ((k, v), needle) in cases {

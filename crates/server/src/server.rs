@@ -5,6 +5,10 @@
 //! goes NOT_SERVING first, the server keeps serving for `shutdown.readiness_delay` so that load
 //! balancers stop routing here, then stops accepting and drains in-flight calls for at most
 //! `shutdown.drain_timeout`. Liveness (`""`) stays SERVING until the process exits.
+//!
+//! Why connections have a maximum age: gRPC clients keep one HTTP/2 connection per address and
+//! multiplex every call on it, so without an end to connections the replicas added by a scale-up
+//! or a rollout would get no traffic from clients that were already connected.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
 use crate::metrics::RpcMetrics;
 use crate::service::TokenBrokerService;
 
@@ -91,6 +95,24 @@ async fn drive_readiness(
     }
 }
 
+/// The HTTP/2 server with the connection settings applied.
+///
+/// `server.max_connection_age` maps to tonic's `max_connection_age`: at that age the connection
+/// is shut down gracefully (GOAWAY, in-flight calls finish) and the client reconnects, through
+/// its balancer, to any replica. tonic's `max_connection_age_grace` is deliberately not used:
+/// in tonic 0.14 setting it replaces that graceful shutdown by a hard close at age + grace,
+/// which would fail the calls in flight.
+fn transport(server: &ServerSettings) -> tonic::transport::Server {
+    let builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(server.max_concurrent_streams);
+    if server.max_connection_age.is_zero() {
+        builder
+    } else {
+        builder.max_connection_age(server.max_connection_age)
+    }
+}
+
 /// Serves on `listener` until `shutdown` completes, then drains (see the module docs).
 pub async fn serve(
     settings: Settings,
@@ -155,9 +177,7 @@ pub async fn serve_with_metrics(
     tracing::info!(listen = ?local, store = %store.describe(), "tokenbroker serving");
 
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .max_concurrent_streams(settings.server.max_concurrent_streams)
+    let server = transport(&settings.server)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
