@@ -7,8 +7,8 @@
 mod support;
 
 mod bad_input;
-mod connection_age;
 mod cli;
+mod connection_age;
 mod grpc_api;
 mod lua_merge;
 mod python_client;
