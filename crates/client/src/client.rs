@@ -1,0 +1,255 @@
+//! The client: raw calls with typed errors, and the helpers that never fail.
+//!
+//! Why the retry rule is narrow: a call is retried on another endpoint only after a transport
+//! failure (connection refused or reset, `UNAVAILABLE`), and only within the same deadline. A
+//! timeout has spent the budget already, and a refusal (`INVALID_ARGUMENT`...) would be refused by
+//! every replica alike.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient as ProtoClient;
+use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::config::ClientConfig;
+use crate::endpoints::Endpoints;
+use crate::error::ClientError;
+use crate::stats::{ClientStats, StatCounters, bump};
+
+/// A `GetToken` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetTokenReply {
+    /// The stored token (restricted to the requested ranges); `None` when nothing is stored.
+    pub session_token: Option<String>,
+    /// The broker could not consult its whole store; the answer may be behind or missing.
+    pub degraded: bool,
+}
+
+/// A cheap-to-clone handle on the brokers. Clones share connections, breakers and counters.
+#[derive(Clone)]
+pub struct TokenBrokerClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    endpoints: Endpoints,
+    stats: StatCounters,
+}
+
+/// Codes that say "this endpoint is not working", as opposed to "your request is wrong".
+fn is_endpoint_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+    )
+}
+
+impl TokenBrokerClient {
+    /// Builds the client. Connections are opened lazily, on first use, so this succeeds while
+    /// brokers are down. Must be called inside a Tokio runtime.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let endpoints = Endpoints::new(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                endpoints,
+                stats: StatCounters::default(),
+            }),
+        })
+    }
+
+    /// The configuration the client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ClientStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// `PutToken`: merges `session_token` into the token stored under (`scope`, `key`) and returns
+    /// the stored result.
+    pub async fn put_token(
+        &self,
+        scope: &str,
+        key: &str,
+        session_token: &str,
+    ) -> Result<String, ClientError> {
+        let request = PutTokenRequest {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            session_token: session_token.to_owned(),
+        };
+        self.call(|mut client, request_timeout| {
+            let mut request = Request::new(request.clone());
+            request.set_timeout(request_timeout);
+            async move { client.put_token(request).await }
+        })
+        .await
+        .map(|reply| reply.session_token)
+    }
+
+    /// `GetToken`: the token stored under (`scope`, `key`), restricted to `range_ids` if any.
+    pub async fn get_token(
+        &self,
+        scope: &str,
+        key: &str,
+        range_ids: &[String],
+    ) -> Result<GetTokenReply, ClientError> {
+        let request = GetTokenRequest {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            partition_key_range_ids: range_ids.to_vec(),
+        };
+        let reply = self
+            .call(|mut client, request_timeout| {
+                let mut request = Request::new(request.clone());
+                request.set_timeout(request_timeout);
+                async move { client.get_token(request).await }
+            })
+            .await?;
+        Ok(GetTokenReply {
+            session_token: reply.found.then_some(reply.session_token),
+            degraded: reply.degraded,
+        })
+    }
+
+    /// `MergeToken`: merges tokens with the broker's rules, storing nothing.
+    pub async fn merge_tokens(&self, session_tokens: &[String]) -> Result<String, ClientError> {
+        let request = MergeTokenRequest {
+            session_tokens: session_tokens.to_vec(),
+        };
+        self.call(|mut client, request_timeout| {
+            let mut request = Request::new(request.clone());
+            request.set_timeout(request_timeout);
+            async move { client.merge_token(request).await }
+        })
+        .await
+        .map(|reply| reply.session_token)
+    }
+
+    /// The token to send with a read of (`scope`, `key`), or `None`: nothing stored, or the
+    /// broker failed or timed out (logged and counted). Never fails.
+    pub async fn token_for_read(
+        &self,
+        scope: &str,
+        key: &str,
+        range_ids: &[String],
+    ) -> Option<String> {
+        let stats = &self.inner.stats;
+        bump(&stats.reads);
+        match self.get_token(scope, key, range_ids).await {
+            Ok(reply) => {
+                if reply.degraded {
+                    bump(&stats.degraded_answers);
+                }
+                if reply.session_token.is_some() {
+                    bump(&stats.reads_with_token);
+                }
+                reply.session_token
+            }
+            Err(error) => {
+                bump(&stats.read_failures);
+                tracing::warn!(%error, scope, key, "tokenbroker GetToken failed; reading without a token");
+                None
+            }
+        }
+    }
+
+    /// Records the token a write returned under (`scope`, `key`). Returns whether the broker
+    /// stored it; on a broker error or timeout it logs and counts instead. Never fails.
+    pub async fn record_write(&self, scope: &str, key: &str, session_token: &str) -> bool {
+        let stats = &self.inner.stats;
+        bump(&stats.writes);
+        match self.put_token(scope, key, session_token).await {
+            Ok(_) => true,
+            Err(error) => {
+                bump(&stats.write_failures);
+                tracing::warn!(%error, scope, key, "tokenbroker PutToken failed; the token is not shared");
+                false
+            }
+        }
+    }
+
+    /// Runs one call: picks endpoints in turn, applies the deadline to the whole call, retries
+    /// on another endpoint after a transport failure, and feeds the breakers.
+    async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(ProtoClient<Channel>, std::time::Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let inner = &*self.inner;
+        let budget = inner.config.deadline;
+        let deadline = Instant::now() + budget;
+        let mut tried = Vec::with_capacity(inner.config.max_attempts);
+        let mut last_failure = None;
+        while tried.len() < inner.config.max_attempts {
+            let now = Instant::now();
+            let Some(index) = inner.endpoints.pick(&tried, now) else {
+                break;
+            };
+            tried.push(index);
+            let Some(endpoint) = inner.endpoints.get(index) else {
+                break;
+            };
+            let remaining = deadline.saturating_duration_since(now);
+            let client = ProtoClient::new(endpoint.channel.clone());
+            let outcome =
+                tokio::time::timeout_at(deadline.into(), attempt(client, remaining)).await;
+            match outcome {
+                Ok(Ok(response)) => {
+                    endpoint.breaker.record_success();
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) if !is_endpoint_failure(status.code()) => {
+                    // The broker answered: the endpoint works, the request was refused.
+                    endpoint.breaker.record_success();
+                    return Err(ClientError::Rejected {
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    });
+                }
+                Ok(Err(status)) => {
+                    endpoint.breaker.record_failure(Instant::now());
+                    bump(&inner.stats.attempt_failures);
+                    // tonic enforces the grpc-timeout we set and may report the expiry itself
+                    // (as CANCELLED "Timeout expired") just before our own timer fires.
+                    if status.code() == Code::DeadlineExceeded || Instant::now() >= deadline {
+                        bump(&inner.stats.deadline_exceeded);
+                        return Err(ClientError::DeadlineExceeded {
+                            endpoint: endpoint.url.clone(),
+                            deadline: budget,
+                        });
+                    }
+                    last_failure = Some(ClientError::Unavailable {
+                        endpoint: endpoint.url.clone(),
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    });
+                }
+                Err(_elapsed) => {
+                    endpoint.breaker.record_failure(Instant::now());
+                    bump(&inner.stats.attempt_failures);
+                    bump(&inner.stats.deadline_exceeded);
+                    return Err(ClientError::DeadlineExceeded {
+                        endpoint: endpoint.url.clone(),
+                        deadline: budget,
+                    });
+                }
+            }
+        }
+        Err(last_failure.unwrap_or_else(|| {
+            bump(&inner.stats.short_circuited);
+            ClientError::AllEndpointsOpen
+        }))
+    }
+}

@@ -1,0 +1,70 @@
+//! Client settings, with defaults meant for a broker next to the service (same cluster).
+//!
+//! Why these defaults: the broker answers from memory or one Redis round trip, in well under a
+//! millisecond on a healthy cluster. A deadline of 100 ms is generous for that and still small
+//! next to a Cosmos read, so a broker in trouble costs the caller little before it gives up.
+
+use std::time::Duration;
+
+use crate::breaker::BreakerConfig;
+
+/// How to reach the brokers and how long to wait for them.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Broker URLs, for example `http://10.0.0.11:50051`. Calls are balanced over all of them.
+    pub endpoints: Vec<String>,
+    /// The whole budget of one call, retries included. Also sent as the gRPC deadline.
+    pub deadline: Duration,
+    /// The budget for opening a connection to one endpoint.
+    pub connect_timeout: Duration,
+    /// How many endpoints one call may try when an attempt fails with a transport error
+    /// (connection refused or reset, `UNAVAILABLE`), within the same deadline.
+    pub max_attempts: usize,
+    /// When to stop sending calls to a failing endpoint, and for how long.
+    pub breaker: BreakerConfig,
+}
+
+impl ClientConfig {
+    /// The default deadline of a call.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
+
+    /// Defaults for the given endpoints.
+    pub fn new<I, S>(endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            deadline: Self::DEFAULT_DEADLINE,
+            connect_timeout: Self::DEFAULT_DEADLINE,
+            max_attempts: 2,
+            breaker: BreakerConfig::default(),
+        }
+    }
+
+    /// Sets [`ClientConfig::deadline`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`ClientConfig::connect_timeout`]. A call never waits longer than its deadline
+    /// whatever this is; past the deadline the connection attempt goes on for the next call.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientConfig::breaker`].
+    pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Sets [`ClientConfig::max_attempts`] (at least 1).
+    pub fn with_max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+}

@@ -1,0 +1,63 @@
+//! Counters of what the helpers did, for a service's own metrics and for tests.
+//!
+//! Why counters and not a metrics crate: the client must not impose a metrics stack on the
+//! services that embed it. A snapshot of plain numbers exports to any of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the client's counters since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// `token_for_read` calls.
+    pub reads: u64,
+    /// `token_for_read` calls that returned a token.
+    pub reads_with_token: u64,
+    /// `token_for_read` calls that returned no token because the broker failed or timed out.
+    pub read_failures: u64,
+    /// Broker answers flagged `degraded` (part of its store was unreachable).
+    pub degraded_answers: u64,
+    /// `record_write` calls.
+    pub writes: u64,
+    /// `record_write` calls whose token was not stored (broker error or timeout).
+    pub write_failures: u64,
+    /// Calls (raw or helper) that hit their deadline.
+    pub deadline_exceeded: u64,
+    /// Failed attempts on one endpoint, including those retried on another endpoint.
+    pub attempt_failures: u64,
+    /// Calls answered at once because every endpoint's breaker was open.
+    pub short_circuited: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatCounters {
+    pub(crate) reads: AtomicU64,
+    pub(crate) reads_with_token: AtomicU64,
+    pub(crate) read_failures: AtomicU64,
+    pub(crate) degraded_answers: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) deadline_exceeded: AtomicU64,
+    pub(crate) attempt_failures: AtomicU64,
+    pub(crate) short_circuited: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl StatCounters {
+    pub(crate) fn snapshot(&self) -> ClientStats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClientStats {
+            reads: read(&self.reads),
+            reads_with_token: read(&self.reads_with_token),
+            read_failures: read(&self.read_failures),
+            degraded_answers: read(&self.degraded_answers),
+            writes: read(&self.writes),
+            write_failures: read(&self.write_failures),
+            deadline_exceeded: read(&self.deadline_exceeded),
+            attempt_failures: read(&self.attempt_failures),
+            short_circuited: read(&self.short_circuited),
+        }
+    }
+}

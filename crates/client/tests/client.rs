@@ -1,0 +1,201 @@
+//! The client against real brokers on loopback: balancing, deadlines, breakers, and a broker
+//! killed mid-run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Broker, HungEndpoint, dead_endpoint, memory_store};
+use tokenbroker_client::{BreakerConfig, ClientConfig, ClientError, TokenBrokerClient};
+
+const SCOPE: &str = "acct/db/items";
+/// Generous: these tests run in debug builds on a shared machine; only the hung-endpoint test
+/// relies on the deadline firing.
+const TEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Fails the test instead of hanging if a call ignores its deadline.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("a client call outlived its deadline by far")
+}
+
+fn token(lsn: u64) -> String {
+    format!("0:1#{lsn}#1={lsn}")
+}
+
+#[tokio::test]
+async fn round_robin_spreads_calls_over_every_endpoint() {
+    // Two brokers with separate stores: where a key landed shows which broker served the call.
+    let a = Broker::start(memory_store());
+    let b = Broker::start(memory_store());
+    let client =
+        TokenBrokerClient::new(ClientConfig::new([a.url(), b.url()]).with_deadline(TEST_DEADLINE))
+            .unwrap();
+    for i in 0..10 {
+        assert!(bounded(client.record_write(SCOPE, &format!("k{i}"), &token(i))).await);
+    }
+    let mut per_broker = Vec::new();
+    for broker in [&a, &b] {
+        let direct = TokenBrokerClient::new(ClientConfig::new([broker.url()])).unwrap();
+        let mut found = 0;
+        for i in 0..10 {
+            let reply = bounded(direct.get_token(SCOPE, &format!("k{i}"), &[]))
+                .await
+                .unwrap();
+            found += usize::from(reply.session_token.is_some());
+        }
+        per_broker.push(found);
+    }
+    assert_eq!(
+        per_broker,
+        vec![5, 5],
+        "sequential calls alternate between the two brokers"
+    );
+}
+
+#[tokio::test]
+async fn hung_endpoint_gives_no_token_at_the_deadline_and_counts_it() {
+    let hung = HungEndpoint::new();
+    let client = TokenBrokerClient::new(
+        ClientConfig::new([hung.url.clone()])
+            .with_deadline(Duration::from_millis(200))
+            // Longer than the deadline, so that the deadline is what ends each call.
+            .with_connect_timeout(Duration::from_secs(60)),
+    )
+    .unwrap();
+
+    assert_eq!(bounded(client.token_for_read(SCOPE, "k", &[])).await, None);
+    assert!(!bounded(client.record_write(SCOPE, "k", &token(1))).await);
+    let raw = bounded(client.get_token(SCOPE, "k", &[])).await;
+
+    assert!(
+        matches!(raw, Err(ClientError::DeadlineExceeded { .. })),
+        "{raw:?}"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.read_failures, 1);
+    assert_eq!(stats.write_failures, 1);
+    assert_eq!(stats.deadline_exceeded, 3);
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_costs_a_retry_then_its_breaker_takes_it_out() {
+    let live = Broker::start(memory_store());
+    let client = TokenBrokerClient::new(
+        ClientConfig::new([dead_endpoint(), live.url()])
+            .with_deadline(TEST_DEADLINE)
+            .with_breaker(BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(600),
+            }),
+    )
+    .unwrap();
+
+    for i in 0..20 {
+        let key = format!("k{i}");
+        assert!(
+            bounded(client.record_write(SCOPE, &key, &token(i))).await,
+            "write {i}"
+        );
+        assert_eq!(
+            bounded(client.token_for_read(SCOPE, &key, &[])).await,
+            Some(token(i))
+        );
+    }
+    let stats = client.stats();
+    assert_eq!(stats.write_failures + stats.read_failures, 0);
+    assert_eq!(
+        stats.attempt_failures, 2,
+        "the dead endpoint is tried until its breaker opens, then skipped"
+    );
+}
+
+#[tokio::test]
+async fn with_every_breaker_open_calls_fail_fast_without_a_token() {
+    let client = TokenBrokerClient::new(
+        ClientConfig::new([dead_endpoint()])
+            .with_deadline(TEST_DEADLINE)
+            .with_breaker(BreakerConfig {
+                failure_threshold: 1,
+                open_for: Duration::from_secs(600),
+            }),
+    )
+    .unwrap();
+
+    assert_eq!(bounded(client.token_for_read(SCOPE, "k", &[])).await, None);
+    assert!(matches!(
+        bounded(client.get_token(SCOPE, "k", &[])).await,
+        Err(ClientError::AllEndpointsOpen)
+    ));
+    let stats = client.stats();
+    assert_eq!(stats.attempt_failures, 1, "only the first call dialled");
+    assert_eq!(stats.short_circuited, 1);
+}
+
+#[tokio::test]
+async fn a_refused_request_is_a_typed_rejection_not_an_outage() {
+    let broker = Broker::start(memory_store());
+    let client =
+        TokenBrokerClient::new(ClientConfig::new([broker.url()]).with_deadline(TEST_DEADLINE))
+            .unwrap();
+
+    let error = bounded(client.put_token(SCOPE, "k", "not a token"))
+        .await
+        .unwrap_err();
+
+    assert!(error.is_rejection(), "{error}");
+    assert!(matches!(
+        error,
+        ClientError::Rejected {
+            code: tonic::Code::InvalidArgument,
+            ..
+        }
+    ));
+    let merged = bounded(client.merge_tokens(&[token(3), token(5)]))
+        .await
+        .unwrap();
+    assert_eq!(merged, token(5));
+}
+
+#[tokio::test]
+async fn a_broker_killed_mid_run_never_fails_a_helper_call() {
+    // Two replicas sharing one store, as replicas share Redis in production.
+    let store = memory_store();
+    let doomed = Broker::start(store.clone());
+    let survivor = Broker::start(store);
+    let client = TokenBrokerClient::new(
+        ClientConfig::new([doomed.url(), survivor.url()]).with_deadline(TEST_DEADLINE),
+    )
+    .unwrap();
+
+    let mut doomed = Some(doomed);
+    let mut lost_after_kill = Vec::new();
+    for i in 0..200u64 {
+        if i == 100
+            && let Some(broker) = doomed.take()
+        {
+            broker.kill();
+        }
+        let key = format!("k{i}");
+        let stored = bounded(client.record_write(SCOPE, &key, &token(i))).await;
+        let read = bounded(client.token_for_read(SCOPE, &key, &[])).await;
+        if i >= 100 && !(stored && read == Some(token(i))) {
+            lost_after_kill.push(i);
+        }
+    }
+
+    assert!(
+        lost_after_kill.is_empty(),
+        "after the kill every pair should be served by the survivor: {lost_after_kill:?}"
+    );
+    let stats = client.stats();
+    assert!(
+        stats.attempt_failures >= 1,
+        "the kill was noticed: {stats:?}"
+    );
+    assert_eq!(stats.writes, 200);
+    assert_eq!(stats.reads, 200);
+}
