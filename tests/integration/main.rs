@@ -11,6 +11,7 @@ mod cli;
 mod connection_age;
 mod grpc_api;
 mod lua_merge;
+mod observability;
 mod python_client;
 mod redis_faults;
 mod redis_store;

@@ -343,10 +343,18 @@ async fn metrics_say_which_instance_is_down() {
     let _ = c.put_token(put("secret-key", "0:x")).await.unwrap_err();
 
     let before = broker.scrape().await;
-    assert!(
-        before.contains("tokenbroker_redis_up{instance=\"primary\"} 1"),
-        "{before}"
-    );
+    for line in [
+        "tokenbroker_redis_up{instance=\"primary\"} 1",
+        "tokenbroker_redis_breaker_state{instance=\"primary\",state=\"closed\"} 1",
+        "tokenbroker_redis_breaker_state{instance=\"primary\",state=\"open\"} 0",
+        "tokenbroker_store_degraded_reads_total 0",
+        // The one valid PutToken ran one EVALSHA on the primary (the invalid one never reached
+        // Redis); the copy to the fallback is asynchronous, so only the primary is certain.
+        "tokenbroker_redis_call_duration_seconds_bucket{instance=\"primary\",le=\"+Inf\"} 1",
+        "tokenbroker_redis_call_duration_seconds_count{instance=\"primary\"} 1",
+    ] {
+        assert!(before.contains(line), "missing {line:?} in\n{before}");
+    }
 
     primary.kill();
     wait_for(store.primary().up(), false).await;
@@ -358,7 +366,11 @@ async fn metrics_say_which_instance_is_down() {
         "tokenbroker_redis_up{instance=\"primary\"} 0",
         "tokenbroker_redis_up{instance=\"fallback\"} 1",
         "tokenbroker_redis_breaker_open{instance=\"primary\"} 1",
+        "tokenbroker_redis_breaker_state{instance=\"primary\",state=\"open\"} 1",
+        "tokenbroker_redis_breaker_state{instance=\"primary\",state=\"closed\"} 0",
+        "tokenbroker_redis_breaker_state{instance=\"fallback\",state=\"closed\"} 1",
         "tokenbroker_degraded_gets_total 1",
+        "tokenbroker_store_degraded_reads_total 1",
         "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"Ok\"} 1",
         "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"InvalidArgument\"} 1",
         "tokenbroker_rpc_duration_seconds_count{method=\"GetToken\",code=\"Ok\"} 1",

@@ -1,0 +1,382 @@
+//! Traces and metrics from a real server: spans exported over OTLP/gRPC to an in-test collector
+//! (a real tonic TraceService on loopback) and the Prometheus scrape checked against
+//! docs/observability.md.
+//!
+//! The OTLP test installs the process-wide tracing subscriber (as `tokenbroker serve` does), so
+//! it is the only test in this binary that may call `telemetry::init`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::TokenStore;
+use broker::storage::redis::DualRedisStore;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tokenbroker_proto::v1::{GetTokenRequest, PutTokenRequest};
+use tokenbroker_server::config::{LogSettings, TelemetrySettings};
+use tokenbroker_server::telemetry;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::support::redis::RedisServer;
+use crate::support::stores::{TTL, redis_options, wait_for};
+use crate::support::{TestBroker, settings};
+
+const KEY: &str = "otel-secret-key";
+const TOKEN: &str = "0:1#77#1=5";
+
+/// An exported span with its resource's `service.name`.
+struct Exported {
+    service: String,
+    span: Span,
+}
+
+/// The collector: forwards every exported span to the test.
+struct Collector(mpsc::UnboundedSender<Exported>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| string_attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let _ = self.0.send(Exported {
+                    service: service.clone(),
+                    span,
+                });
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn value(attrs: &[KeyValue], key: &str) -> Option<Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v: AnyValue| v.value)
+}
+
+fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match value(attrs, key) {
+        Some(Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match value(attrs, key) {
+        Some(Value::IntValue(i)) => Some(i),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Request with a W3C `traceparent`.
+fn traced<T>(message: T, trace_id: &str, parent_id: &str, sampled: bool) -> Request<T> {
+    let mut r = Request::new(message);
+    let flags = if sampled { "01" } else { "00" };
+    r.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-{flags}")
+            .parse()
+            .unwrap(),
+    );
+    r
+}
+
+/// Receives spans until `done` holds for the spans of `trace_id` received so far.
+async fn spans_of(
+    rx: &mut mpsc::UnboundedReceiver<Exported>,
+    all: &mut Vec<Exported>,
+    trace_id: &str,
+    done: impl Fn(&[&Span]) -> bool,
+) -> Vec<Span> {
+    let wait = async {
+        loop {
+            let of_trace: Vec<&Span> = all
+                .iter()
+                .map(|e| &e.span)
+                .filter(|s| hex(&s.trace_id) == trace_id)
+                .collect();
+            if done(&of_trace) {
+                return of_trace.into_iter().cloned().collect::<Vec<_>>();
+            }
+            all.push(rx.recv().await.expect("collector stopped"));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("spans of trace {trace_id} never all arrived"))
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
+    // The collector.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    // Telemetry as `tokenbroker serve` installs it, logs off (they would interleave with every
+    // other test's output), a short export interval so the test does not wait 5 s per batch.
+    let log = LogSettings {
+        level: "off".into(),
+        ..LogSettings::default()
+    };
+    let config = TelemetrySettings {
+        otlp_endpoint: Some(format!("http://{collector_addr}")),
+        service_name: "tokenbroker-under-test".into(),
+        export_interval: Duration::from_millis(50),
+        ..TelemetrySettings::default()
+    };
+    let telemetry = telemetry::init(&log, &config).unwrap();
+    assert!(telemetry.exporting());
+
+    let primary = RedisServer::start();
+    let fallback = RedisServer::start();
+    let store =
+        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+    wait_for(store.ready(), true).await;
+    let broker = TestBroker::start_with_store(settings(), store).await;
+    let mut c = broker.client().await;
+    let put = || PutTokenRequest {
+        scope: "acct/db/otel".into(),
+        key: KEY.into(),
+        session_token: TOKEN.into(),
+    };
+
+    // A caller that did not sample its trace: the broker records nothing for it.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    c.put_token(traced(put(), unsampled, "b7ad6b7169203331", false))
+        .await
+        .unwrap();
+
+    // PutToken: the RPC span is the caller's child; EVALSHA on the primary is the RPC's child.
+    let put_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    c.put_token(traced(put(), put_trace, caller_span, true))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let rpc_name = "tokenbroker.v1.TokenBroker/PutToken";
+    let spans = spans_of(&mut rx, &mut all, put_trace, |s| {
+        s.iter().any(|s| s.name == rpc_name) && s.iter().any(|s| s.name == "EVALSHA")
+    })
+    .await;
+    let [rpc] = named(&spans, rpc_name)[..] else {
+        panic!("one PutToken span expected: {spans:?}")
+    };
+    assert_eq!(hex(&rpc.parent_span_id), caller_span);
+    assert_eq!(rpc.kind, SpanKind::Server as i32);
+    assert_eq!(
+        string_attr(&rpc.attributes, "rpc.system").as_deref(),
+        Some("grpc")
+    );
+    assert_eq!(
+        string_attr(&rpc.attributes, "rpc.service").as_deref(),
+        Some("tokenbroker.v1.TokenBroker")
+    );
+    assert_eq!(
+        string_attr(&rpc.attributes, "rpc.method").as_deref(),
+        Some("PutToken")
+    );
+    assert_eq!(int_attr(&rpc.attributes, "rpc.grpc.status_code"), Some(0));
+    let [evalsha] = named(&spans, "EVALSHA")[..] else {
+        panic!("one EVALSHA span expected: {spans:?}")
+    };
+    assert_eq!(evalsha.parent_span_id, rpc.span_id);
+    assert_eq!(evalsha.kind, SpanKind::Client as i32);
+    assert_eq!(
+        string_attr(&evalsha.attributes, "db.system").as_deref(),
+        Some("redis")
+    );
+    assert_eq!(
+        string_attr(&evalsha.attributes, "db.operation.name").as_deref(),
+        Some("EVALSHA")
+    );
+    assert_eq!(
+        string_attr(&evalsha.attributes, "tokenbroker.redis.instance").as_deref(),
+        Some("primary")
+    );
+    assert!(
+        all.iter().all(|e| hex(&e.span.trace_id) != unsampled),
+        "the unsampled call was exported (it ended before the sampled one, so it would have \
+         been in the same or an earlier batch)"
+    );
+
+    // GetToken reads both instances (merge mode): one MGET span per instance under the RPC.
+    let get_trace = "5ce0e9a56015fec5aadfa328ae398115";
+    let read = c
+        .get_token(traced(
+            GetTokenRequest {
+                scope: "acct/db/otel".into(),
+                key: KEY.into(),
+                partition_key_range_ids: vec![],
+            },
+            get_trace,
+            "ab42124a3c573678",
+            true,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(read.found && !read.degraded, "{read:?}");
+    let get_name = "tokenbroker.v1.TokenBroker/GetToken";
+    let spans = spans_of(&mut rx, &mut all, get_trace, |s| {
+        s.iter().any(|s| s.name == get_name) && s.iter().filter(|s| s.name == "MGET").count() == 2
+    })
+    .await;
+    let [rpc] = named(&spans, get_name)[..] else {
+        panic!("one GetToken span expected: {spans:?}")
+    };
+    let instances: BTreeSet<String> = named(&spans, "MGET")
+        .into_iter()
+        .inspect(|s| assert_eq!(s.parent_span_id, rpc.span_id))
+        .filter_map(|s| string_attr(&s.attributes, "tokenbroker.redis.instance"))
+        .collect();
+    assert_eq!(
+        instances,
+        BTreeSet::from(["fallback".to_owned(), "primary".to_owned()])
+    );
+
+    // The resource names the service; no span attribute carries the key or the token.
+    for e in &all {
+        if [put_trace, get_trace].contains(&hex(&e.span.trace_id).as_str()) {
+            assert_eq!(e.service, "tokenbroker-under-test");
+        }
+        let text = format!("{:?} {:?}", e.span.name, e.span.attributes);
+        assert!(
+            !text.contains(KEY) && !text.contains("77#1=5") && !text.contains("acct/db"),
+            "caller data in a span: {text}"
+        );
+    }
+
+    broker.stop().await;
+    telemetry.shutdown().await;
+}
+
+/// The metric table of docs/observability.md: name → (type, label names).
+fn documented_metrics() -> HashMap<String, (String, BTreeSet<String>)> {
+    let doc = include_str!("../../docs/observability.md");
+    let mut out = HashMap::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `tokenbroker_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let labels = cells[3]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`'))
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        out.insert(
+            cells[1].trim_matches('`').to_owned(),
+            (cells[2].to_owned(), labels),
+        );
+    }
+    out
+}
+
+/// Label names of one sample line (`name{a="x",b="y"} 1`).
+fn label_names(line: &str) -> BTreeSet<String> {
+    let Some((_, rest)) = line.split_once('{') else {
+        return BTreeSet::new();
+    };
+    let inside = rest.split_once('}').map_or("", |(l, _)| l);
+    inside
+        .split(',')
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+/// Every metric in the docs is in the scrape, with its type and exactly its labels, and every
+/// metric in the scrape is documented.
+#[tokio::test]
+async fn every_documented_metric_is_scraped_with_its_labels() {
+    let documented = documented_metrics();
+    assert!(documented.len() >= 17, "{documented:?}");
+
+    let primary = RedisServer::start();
+    let fallback = RedisServer::start();
+    let store =
+        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+    wait_for(store.ready(), true).await;
+    let broker = TestBroker::start_with_store(settings(), store).await;
+    let mut c = broker.client().await;
+    c.put_token(PutTokenRequest {
+        scope: "acct/db/m".into(),
+        key: "k".into(),
+        session_token: "0:1#1".into(),
+    })
+    .await
+    .unwrap();
+    let scrape = broker.scrape().await;
+
+    let mut typed = HashMap::new();
+    for line in scrape.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            typed.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    for name in typed.keys() {
+        assert!(
+            documented.contains_key(name),
+            "{name} is scraped but not in docs/observability.md"
+        );
+    }
+    for (name, (kind, labels)) in &documented {
+        assert_eq!(typed.get(name), Some(kind), "type of {name}");
+        let series = if kind == "histogram" {
+            format!("{name}_bucket")
+        } else {
+            name.clone()
+        };
+        let lines: Vec<&str> = scrape
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(series.as_str())
+                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            })
+            .collect();
+        assert!(!lines.is_empty(), "no sample of {name}");
+        for line in lines {
+            let mut got = label_names(line);
+            if kind == "histogram" {
+                assert!(got.remove("le"), "{line}");
+            }
+            assert_eq!(&got, labels, "labels of {line}");
+        }
+    }
+    broker.stop().await;
+}
