@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod connection_age;
+mod deploy_manifests;
 mod grpc_api;
 mod lua_merge;
 mod observability;

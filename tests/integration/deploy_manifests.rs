@@ -1,0 +1,626 @@
+//! The deployment files (deploy/*.yaml, docker-compose.yml, Dockerfile) checked against the
+//! code: ports, health service names, the TOKENBROKER_* variables the configuration reads, and
+//! the shutdown timing.
+//!
+//! Why a test: these files repeat facts that live in the code (a default port, a service name,
+//! a config key). Nothing else fails when one of them drifts, and a drifted manifest fails only
+//! in a cluster, for example a pod that exits at start-up on an unknown variable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_norway::Value;
+use tokenbroker_proto::v1::SERVICE_NAME;
+use tokenbroker_server::config::Settings;
+
+/// Variables outside the TOKENBROKER_ namespace that the manifests may set.
+const OTHER_ENV: [&str; 2] = ["RUST_LOG", "SSL_CERT_FILE"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every YAML document of a file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The value at a dotted path (`spec.template.spec`; numbers index sequences), or a panic
+/// naming the path.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for part in path.split('.') {
+        let next = match part.parse::<usize>() {
+            Ok(i) => cur.get(i),
+            Err(_) => cur.get(part),
+        };
+        cur = next.unwrap_or_else(|| panic!("missing {path} (at {part:?})"));
+    }
+    cur
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string"))
+}
+
+fn u64_at(v: &Value, path: &str) -> u64 {
+    at(v, path)
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path} is not a number"))
+}
+
+fn seq<'a>(v: &'a Value, path: &str) -> &'a Vec<Value> {
+    at(v, path)
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{path} is not a list"))
+}
+
+/// A mapping of strings (labels, ConfigMap data, environment) as a sorted map.
+fn string_map(v: &Value, path: &str) -> BTreeMap<String, String> {
+    at(v, path)
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{path} is not a mapping"))
+        .iter()
+        .map(|(k, v)| {
+            let k = k.as_str().unwrap_or_else(|| panic!("{path}: key {k:?}"));
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => panic!("{path}.{k}: not a scalar: {other:?}"),
+            };
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// The kustomization and every resource of deploy/, by `Kind/name`.
+struct Deploy {
+    kustomization: Value,
+    files: BTreeSet<String>,
+    resources: BTreeMap<String, Value>,
+}
+
+impl Deploy {
+    fn load() -> Self {
+        let dir = repo().join("deploy");
+        let mut kustomization = None;
+        let mut files = BTreeSet::new();
+        let mut resources = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+                continue;
+            }
+            let docs = documents(&path);
+            assert!(!docs.is_empty(), "{name} holds no document");
+            if name == "kustomization.yaml" {
+                kustomization = docs.into_iter().next();
+                continue;
+            }
+            files.insert(name.clone());
+            for doc in docs {
+                let id = format!("{}/{}", str_at(&doc, "kind"), str_at(&doc, "metadata.name"));
+                assert!(resources.insert(id.clone(), doc).is_none(), "{id} twice");
+            }
+        }
+        Self {
+            kustomization: kustomization.expect("deploy/kustomization.yaml"),
+            files,
+            resources,
+        }
+    }
+
+    fn get(&self, id: &str) -> &Value {
+        self.resources
+            .get(id)
+            .unwrap_or_else(|| panic!("no {id} in deploy/ (have {:?})", self.resources.keys()))
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.resources
+            .iter()
+            .filter(|(id, _)| id.starts_with(&format!("{kind}/")))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The only Deployment, and its `tokenbroker` container.
+    fn broker(&self) -> (&Value, &Value) {
+        let deployments = self.of_kind("Deployment");
+        assert_eq!(deployments.len(), 1);
+        let d = deployments[0];
+        let container = seq(d, "spec.template.spec.containers")
+            .iter()
+            .find(|c| str_at(c, "name") == "tokenbroker")
+            .expect("a container named tokenbroker");
+        (d, container)
+    }
+
+    /// The environment the broker container gets, with values (Secret values from
+    /// `stringData`).
+    fn pod_env(&self) -> BTreeMap<String, String> {
+        let (_, c) = self.broker();
+        let mut env = BTreeMap::new();
+        if let Some(sources) = c.get("envFrom") {
+            for source in sources.as_sequence().unwrap() {
+                if let Some(r) = source.get("configMapRef") {
+                    let cm = self.get(&format!("ConfigMap/{}", str_at(r, "name")));
+                    env.extend(string_map(cm, "data"));
+                } else if let Some(r) = source.get("secretRef") {
+                    let s = self.get(&format!("Secret/{}", str_at(r, "name")));
+                    env.extend(string_map(s, "stringData"));
+                } else {
+                    panic!("unexpected envFrom source {source:?}");
+                }
+            }
+        }
+        for var in c.get("env").and_then(Value::as_sequence).unwrap_or(&vec![]) {
+            let name = str_at(var, "name").to_string();
+            let value = if let Some(v) = var.get("value") {
+                v.as_str().unwrap().to_string()
+            } else if let Some(r) = var.get("valueFrom").and_then(|f| f.get("secretKeyRef")) {
+                let s = self.get(&format!("Secret/{}", str_at(r, "name")));
+                str_at(s, &format!("stringData.{}", str_at(r, "key"))).to_string()
+            } else if let Some(r) = var.get("valueFrom").and_then(|f| f.get("configMapKeyRef")) {
+                let cm = self.get(&format!("ConfigMap/{}", str_at(r, "name")));
+                str_at(cm, &format!("data.{}", str_at(r, "key"))).to_string()
+            } else {
+                panic!("env {name}: no value this test can resolve");
+            };
+            env.insert(name, value);
+        }
+        env
+    }
+}
+
+fn default_port(addr: &str) -> u16 {
+    addr.parse::<SocketAddr>().unwrap().port()
+}
+
+fn grpc_port() -> u16 {
+    default_port(&Settings::default().listen)
+}
+
+fn metrics_port() -> u16 {
+    default_port(&Settings::default().metrics.listen)
+}
+
+fn load(env: &BTreeMap<String, String>) -> Result<Settings, String> {
+    Settings::load_from(None, env.clone()).map_err(|e| e.to_string())
+}
+
+/// Checks an environment as the broker would read it: all its values are valid together, and
+/// every TOKENBROKER_* name is a real key. The loader refuses unknown keys, and the same
+/// environment with one name misspelled is refused for an `unknown field`: so accepting the
+/// name proves the configuration reads it.
+fn check_environment(what: &str, env: &BTreeMap<String, String>) -> Settings {
+    assert!(!env.is_empty(), "{what}: no environment");
+    let settings = load(env).unwrap_or_else(|e| panic!("{what}: the environment is refused: {e}"));
+    for name in env.keys() {
+        if !name.starts_with("TOKENBROKER_") {
+            assert!(
+                OTHER_ENV.contains(&name.as_str()),
+                "{what}: {name} is not a variable the broker reads"
+            );
+            continue;
+        }
+        let mut misspelled = env.clone();
+        let value = misspelled.remove(name).unwrap();
+        misspelled.insert(format!("{name}X"), value);
+        let refused = load(&misspelled).err().unwrap_or_default();
+        assert!(
+            refused.contains("unknown field"),
+            "{what}: {name}X was not refused as unknown ({refused:?}), so accepting {name} \
+             proves nothing"
+        );
+    }
+    settings
+}
+
+#[test]
+fn kustomization_lists_every_manifest_and_the_image() {
+    let deploy = Deploy::load();
+    let listed: BTreeSet<String> = seq(&deploy.kustomization, "resources")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed, deploy.files,
+        "kustomization resources vs deploy/*.yaml"
+    );
+    let (_, c) = deploy.broker();
+    let images: Vec<&str> = seq(&deploy.kustomization, "images")
+        .iter()
+        .map(|i| str_at(i, "name"))
+        .collect();
+    assert!(
+        images.contains(&str_at(c, "image")),
+        "kustomization images {images:?} do not name the container image"
+    );
+    for kind in [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Secret",
+    ] {
+        assert!(!deploy.of_kind(kind).is_empty(), "no {kind} in deploy/");
+    }
+}
+
+#[test]
+fn deployment_ports_and_probes_match_the_server() {
+    let deploy = Deploy::load();
+    let (d, c) = deploy.broker();
+    assert!(u64_at(d, "spec.replicas") >= 3);
+
+    let ports: BTreeMap<String, u64> = seq(c, "ports")
+        .iter()
+        .map(|p| (str_at(p, "name").to_string(), u64_at(p, "containerPort")))
+        .collect();
+    assert_eq!(ports.get("grpc"), Some(&u64::from(grpc_port())));
+    assert_eq!(ports.get("metrics"), Some(&u64::from(metrics_port())));
+
+    // Native gRPC probes on the health services the server registers.
+    assert_eq!(u64_at(c, "livenessProbe.grpc.port"), u64::from(grpc_port()));
+    assert_eq!(str_at(c, "livenessProbe.grpc.service"), "");
+    assert_eq!(
+        u64_at(c, "readinessProbe.grpc.port"),
+        u64::from(grpc_port())
+    );
+    assert_eq!(str_at(c, "readinessProbe.grpc.service"), SERVICE_NAME);
+
+    // The Prometheus annotation points at the metrics port.
+    let annotations = string_map(d, "spec.template.metadata.annotations");
+    assert_eq!(
+        annotations
+            .get("prometheus.io/port")
+            .map(|p| p.parse::<u16>()),
+        Some(Ok(metrics_port()))
+    );
+}
+
+#[test]
+fn deployment_environment_is_what_the_configuration_reads() {
+    let deploy = Deploy::load();
+    let env = deploy.pod_env();
+    let settings = check_environment("deploy/", &env);
+    // Redis comes from the Secret; the listen addresses are the container ports.
+    assert!(settings.redis.primary_url.is_some());
+    assert!(settings.redis.fallback_url.is_some());
+    assert_eq!(default_port(&settings.listen), grpc_port());
+    assert_eq!(default_port(&settings.metrics.listen), metrics_port());
+
+    // The Redis URLs are Secret references, never plain values in the Deployment or ConfigMap.
+    let (_, c) = deploy.broker();
+    for var in seq(c, "env") {
+        if str_at(var, "name").starts_with("TOKENBROKER_REDIS__") {
+            assert!(var.get("value").is_none(), "{var:?}");
+            at(var, "valueFrom.secretKeyRef");
+        }
+    }
+    for cm in deploy.of_kind("ConfigMap") {
+        assert!(
+            string_map(cm, "data").keys().all(|k| !k.ends_with("_URL")),
+            "a URL in a ConfigMap"
+        );
+    }
+}
+
+#[test]
+fn service_links_are_off_because_the_loader_refuses_their_variables() {
+    // Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT, ... for every Service in the
+    // namespace; for Services named tokenbroker* these start with TOKENBROKER_.
+    let deploy = Deploy::load();
+    let injected = BTreeMap::from([(
+        "TOKENBROKER_SERVICE_HOST".to_string(),
+        "10.0.0.1".to_string(),
+    )]);
+    assert!(load(&injected).is_err());
+    let named_tokenbroker = deploy
+        .of_kind("Service")
+        .iter()
+        .any(|s| str_at(s, "metadata.name").starts_with("tokenbroker"));
+    if named_tokenbroker {
+        let (d, _) = deploy.broker();
+        assert_eq!(
+            at(d, "spec.template.spec.enableServiceLinks").as_bool(),
+            Some(false),
+            "enableServiceLinks must be false: injected TOKENBROKER_* variables stop the broker"
+        );
+    }
+}
+
+#[test]
+fn grace_period_covers_pre_stop_readiness_delay_and_drain() {
+    let deploy = Deploy::load();
+    let (d, c) = deploy.broker();
+    let settings = load(&deploy.pod_env()).unwrap();
+    let grace = Duration::from_secs(u64_at(
+        d,
+        "spec.template.spec.terminationGracePeriodSeconds",
+    ));
+    // The image has no shell: preStop must be the kubelet's own sleep, not an exec.
+    let pre_stop = at(c, "lifecycle.preStop");
+    assert!(pre_stop.get("exec").is_none(), "{pre_stop:?}");
+    let pre_stop = Duration::from_secs(u64_at(pre_stop, "sleep.seconds"));
+    let needed = pre_stop + settings.shutdown.readiness_delay + settings.shutdown.drain_timeout;
+    assert!(
+        grace > needed,
+        "terminationGracePeriodSeconds {grace:?} must exceed preStop {pre_stop:?} + \
+         readiness_delay {:?} + drain_timeout {:?}",
+        settings.shutdown.readiness_delay,
+        settings.shutdown.drain_timeout
+    );
+}
+
+#[test]
+fn deployment_runs_hardened_and_bounded() {
+    let deploy = Deploy::load();
+    let (d, c) = deploy.broker();
+    let pod = at(d, "spec.template.spec");
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        str_at(pod, "securityContext.seccompProfile.type"),
+        "RuntimeDefault"
+    );
+    assert_eq!(at(c, "securityContext.runAsNonRoot").as_bool(), Some(true));
+    assert_eq!(
+        at(c, "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(c, "securityContext.allowPrivilegeEscalation").as_bool(),
+        Some(false)
+    );
+    assert!(
+        seq(c, "securityContext.capabilities.drop")
+            .iter()
+            .any(|cap| cap.as_str() == Some("ALL"))
+    );
+    assert_eq!(
+        str_at(c, "securityContext.seccompProfile.type"),
+        "RuntimeDefault"
+    );
+    // The pod's UID is the image's (numeric) USER.
+    let uid = u64_at(pod, "securityContext.runAsUser");
+    assert_eq!(Some(uid), dockerfile_uid());
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            at(c, &format!("resources.{kind}.{resource}"));
+        }
+    }
+    assert!(
+        !seq(pod, "topologySpreadConstraints").is_empty() || pod.get("affinity").is_some(),
+        "replicas are not spread"
+    );
+}
+
+/// The pod template's labels; every selector in deploy/ must be a subset of them.
+fn pod_labels(deploy: &Deploy) -> BTreeMap<String, String> {
+    let (d, _) = deploy.broker();
+    let labels = string_map(d, "spec.template.metadata.labels");
+    let selector = string_map(d, "spec.selector.matchLabels");
+    assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    labels
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn services_pdb_and_hpa_target_the_deployment() {
+    let deploy = Deploy::load();
+    let labels = pod_labels(&deploy);
+    let (d, c) = deploy.broker();
+    let container_ports: BTreeMap<String, u64> = seq(c, "ports")
+        .iter()
+        .map(|p| (str_at(p, "name").to_string(), u64_at(p, "containerPort")))
+        .collect();
+
+    let services = deploy.of_kind("Service");
+    let mut headless = 0;
+    for s in &services {
+        let name = str_at(s, "metadata.name");
+        assert!(
+            selects(&string_map(s, "spec.selector"), &labels),
+            "Service {name} does not select the broker pods"
+        );
+        let mut grpc = false;
+        for p in seq(s, "spec.ports") {
+            let target = at(p, "targetPort");
+            let target = match target.as_str() {
+                Some(named) => *container_ports
+                    .get(named)
+                    .unwrap_or_else(|| panic!("Service {name}: no container port {named}")),
+                None => target.as_u64().unwrap(),
+            };
+            assert!(container_ports.values().any(|p| *p == target));
+            grpc |= target == u64::from(grpc_port());
+        }
+        assert!(grpc, "Service {name} does not expose the gRPC port");
+        if s.get("spec")
+            .and_then(|s| s.get("clusterIP"))
+            .and_then(Value::as_str)
+            == Some("None")
+        {
+            headless += 1;
+        }
+    }
+    assert_eq!(
+        headless, 1,
+        "one headless Service for client-side balancing"
+    );
+    assert!(
+        services.len() >= 2,
+        "a ClusterIP Service and a headless one"
+    );
+
+    let pdbs = deploy.of_kind("PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 1);
+    assert!(selects(
+        &string_map(pdbs[0], "spec.selector.matchLabels"),
+        &labels
+    ));
+    assert!(str_at(pdbs[0], "apiVersion") == "policy/v1");
+
+    let hpas = deploy.of_kind("HorizontalPodAutoscaler");
+    assert_eq!(hpas.len(), 1);
+    let hpa = hpas[0];
+    assert_eq!(str_at(hpa, "apiVersion"), "autoscaling/v2");
+    assert_eq!(str_at(hpa, "spec.scaleTargetRef.kind"), "Deployment");
+    assert_eq!(
+        str_at(hpa, "spec.scaleTargetRef.name"),
+        str_at(d, "metadata.name")
+    );
+    assert!(u64_at(hpa, "spec.minReplicas") >= 3);
+    assert!(u64_at(hpa, "spec.maxReplicas") >= u64_at(hpa, "spec.minReplicas"));
+}
+
+#[test]
+fn docker_compose_matches_the_server() {
+    let path = repo().join("docker-compose.yml");
+    let docs = documents(&path);
+    assert_eq!(docs.len(), 1);
+    let compose = &docs[0];
+    let broker = at(compose, "services.tokenbroker");
+    let env = string_map(broker, "environment");
+    let settings = check_environment("docker-compose.yml", &env);
+
+    // The Redis URLs name the compose services, which have health checks.
+    for (url, service) in [
+        (&settings.redis.primary_url, "redis-primary"),
+        (&settings.redis.fallback_url, "redis-fallback"),
+    ] {
+        let url = url.as_ref().expect("a Redis URL").expose().to_string();
+        assert!(
+            url.starts_with(&format!("redis://{service}:")),
+            "{url} does not name {service}"
+        );
+        at(compose, &format!("services.{service}.healthcheck.test"));
+    }
+
+    // Published ports reach the container ports the server listens on.
+    let published: BTreeSet<u16> = seq(broker, "ports")
+        .iter()
+        .map(|p| {
+            let p = p.as_str().expect("ports as \"host:container\" strings");
+            p.rsplit(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        published,
+        BTreeSet::from([
+            default_port(&settings.listen),
+            default_port(&settings.metrics.listen)
+        ])
+    );
+    assert_eq!(default_port(&settings.listen), grpc_port());
+}
+
+/// The numeric UID of the Dockerfile's last USER instruction.
+fn dockerfile_uid() -> Option<u64> {
+    read(&repo().join("Dockerfile"))
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .and_then(|u| u.split(':').next())
+        .and_then(|u| u.trim().parse().ok())
+}
+
+#[test]
+fn dockerfile_matches_the_server_and_the_toolchain() {
+    let text = read(&repo().join("Dockerfile"));
+    let instruction = |name: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let exposed: BTreeSet<u16> = instruction("EXPOSE")
+        .iter()
+        .flat_map(|l| l.split_whitespace().map(|p| p.parse::<u16>().unwrap()))
+        .collect();
+    assert_eq!(exposed, BTreeSet::from([grpc_port(), metrics_port()]));
+    assert!(
+        dockerfile_uid().is_some_and(|u| u != 0),
+        "USER must be a numeric non-root UID"
+    );
+    assert_eq!(instruction("ENTRYPOINT"), vec![r#"["tokenbroker"]"#]);
+    assert_eq!(instruction("CMD"), vec![r#"["serve"]"#]);
+
+    // The builder's Rust is at least the workspace's rust-version.
+    let workspace = read(&repo().join("Cargo.toml"));
+    let msrv = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("workspace rust-version");
+    let image = instruction("ARG")
+        .iter()
+        .find_map(|a| a.strip_prefix("RUST_VERSION=").map(str::to_string))
+        .expect("ARG RUST_VERSION=");
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    assert!(
+        version(&image) >= version(&msrv),
+        "builder Rust {image} is older than the workspace rust-version {msrv}"
+    );
+}
+
+/// Every TOKENBROKER_* name written anywhere in the deployment files,
+/// comments included, is a key the configuration knows (a value-independent check: the loader
+/// reports unknown keys as `unknown field`).
+#[test]
+fn every_variable_mentioned_in_deployment_files_and_docs_is_a_real_key() {
+    let probe = |name: &str| -> Option<String> {
+        let env = BTreeMap::from([(name.to_string(), String::new())]);
+        load(&env).err().filter(|e| e.contains("unknown field"))
+    };
+    assert!(
+        probe("TOKENBROKER_NOT_A_KEY").is_some(),
+        "the loader no longer reports unknown keys as `unknown field`: update this test"
+    );
+    let mut paths = vec![repo().join("docker-compose.yml"), repo().join("Dockerfile")];
+    for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
+        paths.push(entry.unwrap().path());
+    }
+    let mut names = BTreeSet::new();
+    for path in &paths {
+        let text = read(path);
+        for (i, _) in text.match_indices("TOKENBROKER_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.len() > "TOKENBROKER_".len() {
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.len() >= 10, "only {names:?}");
+    for name in &names {
+        if let Some(e) = probe(name) {
+            panic!("{name} is not a configuration key: {e}");
+        }
+    }
+}
