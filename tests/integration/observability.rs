@@ -6,6 +6,8 @@
 //! it is the only test in this binary that may call `telemetry::init`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +23,15 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use tokenbroker_proto::v1::{GetTokenRequest, PutTokenRequest};
+use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
+use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest};
 use tokenbroker_server::config::{LogSettings, TelemetrySettings};
 use tokenbroker_server::telemetry;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::support::process::{connect_when_listening, free_port, spawn_broker_binary};
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, redis_options, wait_for};
 use crate::support::{TestBroker, settings};
@@ -137,17 +141,22 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
-    // The collector.
+/// Starts a collector on a loopback port; the receiver gets every span exported to it.
+async fn start_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Exported>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector_addr = listener.local_addr().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Collector(tx)))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
+    let (collector_addr, mut rx) = start_collector().await;
 
     // Telemetry as `tokenbroker serve` installs it, logs off (they would interleave with every
     // other test's output), a short export interval so the test does not wait 5 s per batch.
@@ -285,6 +294,66 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
 
     broker.stop().await;
     telemetry.shutdown().await;
+}
+
+/// `tokenbroker serve` exports the spans still buffered when it exits on SIGTERM. The export
+/// interval is ten minutes, so only that final flush can deliver the span.
+#[tokio::test]
+async fn the_binary_flushes_buffered_spans_on_sigterm() {
+    let (collector_addr, mut rx) = start_collector().await;
+    let port = free_port();
+    let mut child = spawn_broker_binary(
+        &[
+            ("TOKENBROKER_LISTEN", format!("127.0.0.1:{port}")),
+            ("TOKENBROKER_SHUTDOWN__READINESS_DELAY", "0s".into()),
+            (
+                "TOKENBROKER_TELEMETRY__OTLP_ENDPOINT",
+                format!("http://{collector_addr}"),
+            ),
+            ("TOKENBROKER_TELEMETRY__EXPORT_INTERVAL", "10m".into()),
+        ],
+        Stdio::null(),
+    );
+    let mut c = TokenBrokerClient::new(connect_when_listening(port).await);
+    let trace = "8c1e4d5a2f6b7e9d0a1b2c3d4e5f6a7b";
+    c.merge_token(traced(
+        MergeTokenRequest {
+            session_tokens: vec!["0:1#5".into(), "0:1#7".into()],
+        },
+        trace,
+        "1122334455667788",
+        true,
+    ))
+    .await
+    .unwrap();
+    drop(c);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("broker did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    // The collector queued the spans before answering the export the process waited for.
+    let mut all = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        all.push(e);
+    }
+    let merge: Vec<&Span> = all
+        .iter()
+        .map(|e| &e.span)
+        .filter(|s| hex(&s.trace_id) == trace)
+        .collect();
+    assert_eq!(merge.len(), 1, "{merge:?}");
+    assert_eq!(merge[0].name, "tokenbroker.v1.TokenBroker/MergeToken");
+    assert_eq!(hex(&merge[0].parent_span_id), "1122334455667788");
+    assert_eq!(all[0].service, "tokenbroker");
 }
 
 /// The metric table of docs/observability.md: name → (type, label names).
