@@ -587,7 +587,7 @@ fn dockerfile_matches_the_server_and_the_toolchain() {
     );
 }
 
-/// Every TOKENBROKER_* name written anywhere in the deployment files,
+/// Every TOKENBROKER_* name written anywhere in the deployment files or docs/operations.md,
 /// comments included, is a key the configuration knows (a value-independent check: the loader
 /// reports unknown keys as `unknown field`).
 #[test]
@@ -600,7 +600,11 @@ fn every_variable_mentioned_in_deployment_files_and_docs_is_a_real_key() {
         probe("TOKENBROKER_NOT_A_KEY").is_some(),
         "the loader no longer reports unknown keys as `unknown field`: update this test"
     );
-    let mut paths = vec![repo().join("docker-compose.yml"), repo().join("Dockerfile")];
+    let mut paths = vec![
+        repo().join("docker-compose.yml"),
+        repo().join("Dockerfile"),
+        repo().join("docs/operations.md"),
+    ];
     for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
         paths.push(entry.unwrap().path());
     }
