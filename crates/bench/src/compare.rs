@@ -29,6 +29,8 @@ pub struct CompareArgs {
     pub connections: usize,
     pub keys: u64,
     pub broker_bin: Option<PathBuf>,
+    /// Extra `TOKENBROKER_*` settings for the broker, e.g. `TOKENBROKER_REDIS__READ_MODE=primary`.
+    pub broker_env: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -203,6 +205,7 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         .env("TOKENBROKER_LOG__LEVEL", "warn")
         .env("TOKENBROKER_REDIS__PRIMARY_URL", &p_url)
         .env("TOKENBROKER_REDIS__FALLBACK_URL", &f_url)
+        .envs(args.broker_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -102,9 +102,21 @@ enum Cmd {
         /// The tokenbroker binary (default: next to this one).
         #[arg(long)]
         broker_bin: Option<PathBuf>,
+        /// A broker setting as an environment variable (repeatable), e.g.
+        /// `--broker-env TOKENBROKER_REDIS__READ_MODE=primary`.
+        #[arg(long = "broker-env", value_parser = parse_env_setting)]
+        broker_env: Vec<(String, String)>,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Parses `TOKENBROKER_KEY=value`.
+fn parse_env_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if k.starts_with("TOKENBROKER_") => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not TOKENBROKER_<KEY>=<value>")),
+    }
 }
 
 async fn run_load(name: &str, target: Target, load: &LoadArgs) -> Row {
@@ -195,6 +207,7 @@ async fn main() -> ExitCode {
             connections,
             keys,
             broker_bin,
+            broker_env,
             json,
         } => {
             let args = compare::CompareArgs {
@@ -204,6 +217,7 @@ async fn main() -> ExitCode {
                 connections,
                 keys,
                 broker_bin,
+                broker_env,
             };
             match compare::run(args).await {
                 Ok(summary) if json => {
