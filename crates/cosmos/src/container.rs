@@ -57,7 +57,7 @@ impl BrokeredContainer {
             broker,
             scope,
             strategy: KeyStrategy::default(),
-            max_unscoped_segments: 8,
+            max_unscoped_segments: 1,
             local_tokens: Arc::new(LocalTokens::new(MEMORY_CAPACITY)),
             range_ids: Arc::new(RangeIds::new(MEMORY_CAPACITY)),
         }
@@ -69,8 +69,8 @@ impl BrokeredContainer {
         self
     }
 
-    /// With a session-scope key and a partition whose range id is not known yet, the largest
-    /// stored token (in segments) sent whole. See the crate docs.
+    /// When the target range id is not known, the largest token (in segments) sent whole;
+    /// default 1, so no composite token is ever sent. See the crate docs.
     pub fn with_max_unscoped_segments(mut self, segments: usize) -> Self {
         self.max_unscoped_segments = segments;
         self
@@ -279,18 +279,21 @@ impl BrokeredContainer {
             .broker
             .token_for_read(self.scope.as_str(), &key.key, &ranges)
             .await?;
-        if self.strategy.spans_partitions() && ranges.is_empty() {
+        let token = self.local_tokens.merged_with(&key.key, &token, &ranges);
+        // Counted after the local merge, which can add ranges. A composite token for a range we
+        // cannot name is not sent: the newer gateway rejects composites, and a segment of another
+        // range buys nothing. The SDK's own token is used instead (normal session semantics).
+        if ranges.is_empty() {
             let segments = token.split(',').count();
             if segments > self.max_unscoped_segments {
                 tracing::debug!(
                     segments,
                     key = %key.key,
-                    "target range not known yet and the session token is large: reading with the SDK's own token"
+                    "target range not known and the token spans several ranges: reading with the SDK's own token"
                 );
                 return None;
             }
         }
-        let token = self.local_tokens.merged_with(&key.key, &token, &ranges);
         Some(SessionToken::new(token))
     }
 

@@ -23,6 +23,13 @@ pub enum KeyStrategy {
     Session(String),
 }
 
+/// Prefix of broker keys under [`KeyStrategy::DocumentId`]. Partition-key keys are JSON arrays
+/// (they start with `[`), so the three strategies can never produce the same key: a document id
+/// `"o5"` and a session `"o5"` stay apart, in the broker and in this process's memory.
+pub const DOCUMENT_ID_PREFIX: &str = "id:";
+/// Prefix of broker keys under [`KeyStrategy::Session`].
+pub const SESSION_PREFIX: &str = "session:";
+
 /// The JSON form of a partition key, as sent in the partition key header.
 pub(crate) fn partition_key_json(partition_key: &PartitionKey) -> Option<String> {
     let mut headers = partition_key.as_headers().ok()?;
@@ -34,8 +41,8 @@ impl KeyStrategy {
     pub(crate) fn item_key(&self, partition_key_json: &str, item_id: &str) -> String {
         match self {
             Self::PartitionKey => partition_key_json.to_owned(),
-            Self::DocumentId => item_id.to_owned(),
-            Self::Session(session) => session.clone(),
+            Self::DocumentId => format!("{DOCUMENT_ID_PREFIX}{item_id}"),
+            Self::Session(session) => format!("{SESSION_PREFIX}{session}"),
         }
     }
 
@@ -44,7 +51,7 @@ impl KeyStrategy {
         match self {
             Self::PartitionKey => Some(partition_key_json.to_owned()),
             Self::DocumentId => None,
-            Self::Session(session) => Some(session.clone()),
+            Self::Session(session) => Some(format!("{SESSION_PREFIX}{session}")),
         }
     }
 
@@ -75,8 +82,16 @@ mod tests {
     fn each_strategy_picks_its_key() {
         let pk = r#"["p"]"#;
         assert_eq!(KeyStrategy::PartitionKey.item_key(pk, "doc"), pk);
-        assert_eq!(KeyStrategy::DocumentId.item_key(pk, "doc"), "doc");
-        assert_eq!(KeyStrategy::Session("u1".into()).item_key(pk, "doc"), "u1");
+        assert_eq!(KeyStrategy::DocumentId.item_key(pk, "doc"), "id:doc");
+        assert_eq!(
+            KeyStrategy::Session("u1".into()).item_key(pk, "doc"),
+            "session:u1"
+        );
+        assert_ne!(
+            KeyStrategy::DocumentId.item_key(pk, "o5"),
+            KeyStrategy::Session("o5".into()).item_key(pk, "o5"),
+            "strategies never share a key"
+        );
         assert_eq!(KeyStrategy::DocumentId.query_key(pk), None);
     }
 }

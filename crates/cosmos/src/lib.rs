@@ -13,7 +13,11 @@
 //!
 //! The broker never fails an operation: on any broker error or timeout the read goes ahead without
 //! a broker token (the SDK then sends its own, as it would without the broker) and a write returns
-//! its response unshared (logged and counted by the [`TokenBrokerClient`]).
+//! its response unshared (logged and counted by the [`TokenBrokerClient`]). One thing the
+//! wrapper cannot check is that the [`ContainerScope`] names the wrapped container: a scope
+//! shared by two containers (or by a container deleted and recreated under the same names) can
+//! hand one container another's token, which Cosmos answers with 404/1002 retries for about 30 s.
+//! Give every container its own scope.
 //!
 //! # Keys
 //! The broker stores tokens per (scope, key). The scope is the container
@@ -25,16 +29,17 @@
 //! A session token has one segment per partition key range (`<pkRangeId>:<token>`); Cosmos
 //! rejects headers that grow too large, and the SDKs send only the target range's segment.
 //! - Keyed by partition key or document id, the stored token holds only the segments of that
-//!   key's own writes: one range, or a parent and its children after a split. It is sent whole.
+//!   key's own writes: one range, or a parent and its children after a split.
 //! - Keyed by a session scope, the stored token can span many ranges. The wrapper asks the broker
 //!   for the target range only, when it knows the range of the partition key: it learns
 //!   partition key → range id from the responses it sees (every response's token names the range
 //!   that served it). The SDK 1.0.0 exposes no public way to look the range id up beforehand
-//!   (`FeedRange`s carry EPK bounds, not ids). When the range is not known yet, the wrapper asks
-//!   for the whole token and sends it if it has at most
-//!   [`BrokeredContainer::with_max_unscoped_segments`] segments (default 8): the service picks the
-//!   segment of the range it serves. Beyond that it sends no broker token for that read (the SDK
-//!   uses its own) rather than risk an oversized header.
+//!   (`FeedRange`s carry EPK bounds, not ids).
+//! - When the target range is not known, a token is sent only if it has at most
+//!   [`BrokeredContainer::with_max_unscoped_segments`] segments (default 1): the newer gateway
+//!   rejects composite tokens, and large composites overflow header limits. Otherwise that read
+//!   goes ahead with the SDK's own token (normal session semantics), for example for a
+//!   partition-key key right after a split, until a response teaches the new range.
 //!
 //! # Never worse than the SDK alone
 //! A token passed in the options replaces the SDK's own for that request, so the wrapper merges
@@ -51,5 +56,5 @@ mod range_ids;
 mod scope;
 
 pub use container::BrokeredContainer;
-pub use keys::KeyStrategy;
+pub use keys::{DOCUMENT_ID_PREFIX, KeyStrategy, SESSION_PREFIX};
 pub use scope::{ContainerScope, ScopeError};

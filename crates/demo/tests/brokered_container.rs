@@ -237,9 +237,10 @@ async fn keys_follow_the_strategy() {
         }
     };
     assert!(stored(r#"["customer-4"]"#).await.is_some());
-    assert!(stored("o5").await.is_some());
+    assert!(stored("id:o5").await.is_some());
+    assert!(stored("o5").await.is_none());
     assert!(stored(r#"["customer-5"]"#).await.is_none());
-    assert!(stored("user-42").await.is_some());
+    assert!(stored("session:user-42").await.is_some());
     assert!(stored(r#"["customer-6"]"#).await.is_none());
 }
 
@@ -278,7 +279,7 @@ async fn a_session_scope_spans_partitions_and_every_read_sees_its_writes() {
     }
     let stored = world
         .broker_client()
-        .get_token(scope().as_str(), "user-7", &[])
+        .get_token(scope().as_str(), "session:user-7", &[])
         .await
         .unwrap()
         .session_token
