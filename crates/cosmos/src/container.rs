@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use azure_data_cosmos::feed::QueryItemIterator;
+use azure_data_cosmos::feed::FeedRange;
 use azure_data_cosmos::models::{ItemResponse, PatchInstructions};
 use azure_data_cosmos::options::{
     ItemReadOptions, ItemWriteOptions, PatchItemOptions, QueryOptions, SessionToken,
@@ -20,7 +20,8 @@ use tokenbroker_client::TokenBrokerClient;
 
 use crate::keys::{KeyStrategy, partition_key_json};
 use crate::local_tokens::LocalTokens;
-use crate::range_ids::RangeIds;
+use crate::query::{BrokeredQuery, BrokeredQueryPages, PageObserver};
+use crate::range_ids::{RangeIds, Target, single_range_id};
 use crate::scope::ContainerScope;
 
 /// How many keys the per-process token and range maps hold before starting over.
@@ -103,6 +104,10 @@ impl BrokeredContainer {
     }
 
     /// Point read, with the broker's token for the key.
+    ///
+    /// If the response shows that the token named another range than the one that served the
+    /// read (the partition split since this process learned its range), the token did not apply:
+    /// the read is made once more with the token re-keyed for the range that served it.
     pub async fn read_item(
         &self,
         partition_key: impl Into<PartitionKey>,
@@ -110,47 +115,93 @@ impl BrokeredContainer {
         options: Option<ItemReadOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
         let mut options = options.unwrap_or_default();
-        if options.session_token.is_none()
-            && let Some(key) = &key
-        {
-            options.session_token = self.token_for_read(key).await;
-        }
-        let response = self
+        let key = self
+            .item_key(&partition_key, item_id)
+            .filter(|_| options.session_token.is_none());
+        let Some(key) = key else {
+            return self
+                .container
+                .read_item(partition_key, item_id, Some(options))
+                .await;
+        };
+        let sent = self.token_for_read(&key, &partition_key).await;
+        let sent_range = sent
+            .as_ref()
+            .and_then(|t| single_range_id(t).map(str::to_owned));
+        options.session_token = sent.map(SessionToken::new);
+        let result = self
             .container
-            .read_item(partition_key, item_id, Some(options))
-            .await?;
-        if let Some(key) = &key {
-            self.observe(key, &response);
+            .read_item(partition_key.clone(), item_id, Some(options.clone()))
+            .await;
+        let served = captured_token(&result);
+        self.observe(&key, &partition_key, served).await;
+        let served_range = served.and_then(single_range_id);
+        let (Some(sent_range), Some(served_range)) = (sent_range, served_range) else {
+            return result;
+        };
+        if sent_range == served_range {
+            return result;
         }
-        Ok(response)
+        let retry = self.token_for_read(&key, &partition_key).await;
+        if retry.as_deref().and_then(single_range_id) != Some(served_range) {
+            return result;
+        }
+        tracing::debug!(
+            key = %key.key,
+            sent_range,
+            served_range,
+            "the token named a range that did not serve the read (split): reading again"
+        );
+        options.session_token = retry.map(SessionToken::new);
+        let result = self
+            .container
+            .read_item(partition_key.clone(), item_id, Some(options))
+            .await;
+        self.observe(&key, &partition_key, captured_token(&result))
+            .await;
+        result
     }
 
     /// A query within one partition, with the broker's token for the partition's key (none under
-    /// [`KeyStrategy::DocumentId`]). Pages are the SDK's.
+    /// [`KeyStrategy::DocumentId`]). Pages are the SDK's; their tokens are remembered like every
+    /// other response's.
     pub async fn query_items<T: DeserializeOwned + Send + 'static>(
         &self,
         query: impl Into<Query>,
         partition_key: impl Into<PartitionKey>,
         options: Option<QueryOptions>,
-    ) -> azure_data_cosmos::Result<QueryItemIterator<T>> {
+    ) -> azure_data_cosmos::Result<BrokeredQuery<T>> {
         let partition_key = partition_key.into();
-        let key = partition_key_json(&partition_key).and_then(|json| {
-            self.strategy.query_key(&json).map(|key| OperationKey {
+        let partition_key_json = partition_key_json(&partition_key);
+        let key = partition_key_json.as_ref().and_then(|json| {
+            self.strategy.query_key(json).map(|key| OperationKey {
                 key,
-                partition_key_json: json,
+                partition_key_json: json.clone(),
             })
         });
         let mut options = options.unwrap_or_default();
         if options.session_token.is_none()
             && let Some(key) = &key
         {
-            options.session_token = self.token_for_read(key).await;
+            options.session_token = self
+                .token_for_read(key, &partition_key)
+                .await
+                .map(SessionToken::new);
         }
-        self.container
+        let bounds = self.bounds(&partition_key).await;
+        let pages = self
+            .container
             .query_items(query, FeedScope::partition(partition_key), Some(options))
-            .await
+            .await?
+            .into_pages();
+        let observer = PageObserver {
+            local_tokens: Arc::clone(&self.local_tokens),
+            range_ids: Arc::clone(&self.range_ids),
+            partition_key_json,
+            bounds,
+        };
+        Ok(BrokeredQuery::new(BrokeredQueryPages::new(pages, observer)))
     }
 
     /// Creates an item, then records the write's token with the broker.
@@ -163,12 +214,12 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let key = self.item_key(&partition_key, item_id);
-        let response = self
+        let result = self
             .container
-            .create_item(partition_key, item_id, item, options)
-            .await?;
-        self.record_write(key, &response).await;
-        Ok(response)
+            .create_item(partition_key.clone(), item_id, item, options)
+            .await;
+        self.record_write(key, &partition_key, &result).await;
+        result
     }
 
     /// Creates or replaces an item, then records the write's token with the broker.
@@ -181,12 +232,12 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let key = self.item_key(&partition_key, item_id);
-        let response = self
+        let result = self
             .container
-            .upsert_item(partition_key, item_id, item, options)
-            .await?;
-        self.record_write(key, &response).await;
-        Ok(response)
+            .upsert_item(partition_key.clone(), item_id, item, options)
+            .await;
+        self.record_write(key, &partition_key, &result).await;
+        result
     }
 
     /// Replaces an item, then records the write's token with the broker.
@@ -199,12 +250,12 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let key = self.item_key(&partition_key, item_id);
-        let response = self
+        let result = self
             .container
-            .replace_item(partition_key, item_id, item, options)
-            .await?;
-        self.record_write(key, &response).await;
-        Ok(response)
+            .replace_item(partition_key.clone(), item_id, item, options)
+            .await;
+        self.record_write(key, &partition_key, &result).await;
+        result
     }
 
     /// Applies a partial update (PATCH), then records the write's token with the broker. `patch`
@@ -231,12 +282,12 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let key = self.item_key(&partition_key, item_id);
-        let response = self
+        let result = self
             .container
-            .patch_item(partition_key, item_id, patch.into(), options)
-            .await?;
-        self.record_write(key, &response).await;
-        Ok(response)
+            .patch_item(partition_key.clone(), item_id, patch.into(), options)
+            .await;
+        self.record_write(key, &partition_key, &result).await;
+        result
     }
 
     /// Deletes an item, then records the write's token with the broker (a later read on another
@@ -249,12 +300,12 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let key = self.item_key(&partition_key, item_id);
-        let response = self
+        let result = self
             .container
-            .delete_item(partition_key, item_id, options)
-            .await?;
-        self.record_write(key, &response).await;
-        Ok(response)
+            .delete_item(partition_key.clone(), item_id, options)
+            .await;
+        self.record_write(key, &partition_key, &result).await;
+        result
     }
 
     fn item_key(&self, partition_key: &PartitionKey, item_id: &str) -> Option<OperationKey> {
@@ -265,59 +316,156 @@ impl BrokeredContainer {
         })
     }
 
-    /// The token to send with a read, or `None` to let the SDK send its own.
-    async fn token_for_read(&self, key: &OperationKey) -> Option<SessionToken> {
-        let ranges: Vec<String> = if self.strategy.spans_partitions() {
-            self.range_ids
-                .get(&key.partition_key_json)
-                .into_iter()
-                .collect()
+    /// The bounds (EPK range) of the physical partition holding the key, from the SDK's
+    /// routing map (cached by the SDK).
+    async fn bounds(&self, partition_key: &PartitionKey) -> Option<FeedRange> {
+        let mut ranges = self
+            .container
+            .feed_range_from_partition_key(partition_key.clone(), None)
+            .await
+            .ok()?;
+        if ranges.len() == 1 {
+            ranges.pop()
         } else {
-            Vec::new()
+            None
+        }
+    }
+
+    /// The token to send with a read, or `None` to let the SDK send its own.
+    ///
+    /// When the target range is known, exactly one segment is sent: the target's, merged from
+    /// the broker's and this process's, or, when the target has none yet (just split), its
+    /// parents' merged and re-keyed under the target's id, as the SDKs do. When it is not
+    /// known, the broker's token is sent (merged with this process's for the same ranges) only
+    /// if it has at most `max_unscoped_segments` segments.
+    async fn token_for_read(
+        &self,
+        key: &OperationKey,
+        partition_key: &PartitionKey,
+    ) -> Option<String> {
+        let target = match self.bounds(partition_key).await {
+            Some(bounds) => self.range_ids.target(&key.partition_key_json, &bounds),
+            None => None,
         };
-        let token = self
+        let ranges = target.as_ref().map(Target::ranges).unwrap_or_default();
+        let broker = self
             .broker
             .token_for_read(self.scope.as_str(), &key.key, &ranges)
             .await?;
-        let token = self.local_tokens.merged_with(&key.key, &token, &ranges);
-        // Counted after the local merge, which can add ranges. A composite token for a range we
-        // cannot name is not sent: the newer gateway rejects composites, and a segment of another
-        // range buys nothing. The SDK's own token is used instead (normal session semantics).
-        if ranges.is_empty() {
-            let segments = token.split(',').count();
-            if segments > self.max_unscoped_segments {
-                tracing::debug!(
-                    segments,
-                    key = %key.key,
-                    "target range not known and the token spans several ranges: reading with the SDK's own token"
-                );
+        let broker = match session_token::SessionToken::parse(&broker) {
+            Ok(token) => token,
+            Err(error) => {
+                tracing::warn!(%error, key = %key.key, "the broker's token does not parse: reading with the SDK's own token");
                 return None;
             }
+        };
+        let token = match &target {
+            Some(target) => {
+                let seen = match self.local_tokens.get(&ranges) {
+                    Some(local) => broker.merge(&local).unwrap_or(broker),
+                    None => broker,
+                };
+                rekey_for_target(&seen, target)?
+            }
+            None => self.local_tokens.merged_into(broker),
+        };
+        // A composite token for a range we cannot name is not sent: the newer gateway rejects
+        // composites, and a segment of another range buys nothing. The SDK's own token is used
+        // instead (normal session semantics).
+        if target.is_none() && token.len() > self.max_unscoped_segments {
+            tracing::debug!(
+                segments = token.len(),
+                key = %key.key,
+                "target range not known and the token spans several ranges: reading with the SDK's own token"
+            );
+            return None;
         }
-        Some(SessionToken::new(token))
+        Some(token.to_string())
     }
 
-    /// Remembers what a response taught: the key's token, the partition's range id.
-    fn observe(&self, key: &OperationKey, response: &ItemResponse) {
-        if let Some(token) = response.headers().session_token() {
-            self.local_tokens.observe(&key.key, token.as_str());
-            self.range_ids
-                .learn(&key.partition_key_json, token.as_str());
+    /// Remembers what a response taught: this process's progress in the range, and the range
+    /// that serves the partition key.
+    async fn observe(&self, key: &OperationKey, partition_key: &PartitionKey, token: Option<&str>) {
+        let Some(token) = token else {
+            return;
+        };
+        self.local_tokens.observe(token);
+        if let Some(bounds) = self.bounds(partition_key).await {
+            self.range_ids.learn(&key.partition_key_json, bounds, token);
         }
     }
 
-    async fn record_write(&self, key: Option<OperationKey>, response: &ItemResponse) {
+    /// Records a write's token with the broker, for every answer the SDKs take a token from
+    /// (success, 409, 412, 404 other than 1002): a 412 or 409 tells of a newer write that a
+    /// read of this key must not miss.
+    async fn record_write(
+        &self,
+        key: Option<OperationKey>,
+        partition_key: &PartitionKey,
+        result: &azure_data_cosmos::Result<ItemResponse>,
+    ) {
         let Some(key) = key else {
             return;
         };
-        self.observe(&key, response);
-        match response.headers().session_token() {
+        let token = captured_token(result);
+        self.observe(&key, partition_key, token).await;
+        match token {
             Some(token) => {
                 self.broker
-                    .record_write(self.scope.as_str(), &key.key, token.as_str())
+                    .record_write(self.scope.as_str(), &key.key, token)
                     .await;
             }
-            None => tracing::debug!(key = %key.key, "write response carried no session token"),
+            None => {
+                tracing::debug!(key = %key.key, "write answer carried no session token to record")
+            }
         }
     }
+}
+
+/// The session token of an answer, when the SDKs would take it: on success, and on 404 (other
+/// than 404/1002, read session not available, whose token is the one the request asked for),
+/// 409 and 412.
+fn captured_token(result: &azure_data_cosmos::Result<ItemResponse>) -> Option<&str> {
+    match result {
+        Ok(response) => response.headers().session_token().map(|t| t.as_str()),
+        Err(error) => {
+            let status = error.status();
+            let captured = (status.is_not_found() && !status.is_read_session_not_available())
+                || status.is_conflict()
+                || status.is_precondition_failed();
+            if !captured {
+                return None;
+            }
+            error
+                .response()?
+                .headers()
+                .session_token
+                .as_ref()
+                .map(|t| t.as_str())
+        }
+    }
+}
+
+/// The one segment to send for `target`: its own token if `token` has one, otherwise its
+/// parents' merged, under the target's id. `None` when `token` has neither.
+fn rekey_for_target(
+    token: &session_token::SessionToken,
+    target: &Target,
+) -> Option<session_token::SessionToken> {
+    let id = session_token::PkRangeId::new(&target.id).ok()?;
+    let own = token.get(&target.id).cloned();
+    let segment = match own {
+        Some(own) => own,
+        None => {
+            let mut parents = target
+                .parents
+                .iter()
+                .filter_map(|p| token.get(p).map(|t| (p, t)));
+            let (_, first) = parents.next()?;
+            parents.fold(first.clone(), |acc, (range, parent)| {
+                acc.merge(parent, range).unwrap_or(acc)
+            })
+        }
+    };
+    session_token::SessionToken::from_segments([(id, segment)])
 }

@@ -54,12 +54,6 @@ impl KeyStrategy {
             Self::Session(session) => Some(format!("{SESSION_PREFIX}{session}")),
         }
     }
-
-    /// Whether the stored token can span ranges other than the target's (so reads should ask for
-    /// the target range only).
-    pub(crate) fn spans_partitions(&self) -> bool {
-        matches!(self, Self::Session(_))
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! same item methods as [`ContainerClient`] and does the pattern in each:
 //!
 //! - **reads** ([`BrokeredContainer::read_item`], [`BrokeredContainer::query_items`] within one
-//!   partition) ask the broker for the key's token and send it with the request;
+//!   partition) ask the broker for the key's token and send it with the request; queries
+//!   return [`BrokeredQuery`], the SDK's items or pages with their tokens remembered;
 //! - **writes** (create, upsert, replace, patch, delete) record the response's session token with
 //!   PutToken and *await* it before returning: the caller may answer its own client next, and that
 //!   client's next read may land on another pod.
@@ -27,24 +28,34 @@
 //!
 //! # Sending only what the partition needs
 //! A session token has one segment per partition key range (`<pkRangeId>:<token>`); Cosmos
-//! rejects headers that grow too large, and the SDKs send only the target range's segment.
-//! - Keyed by partition key or document id, the stored token holds only the segments of that
-//!   key's own writes: one range, or a parent and its children after a split.
-//! - Keyed by a session scope, the stored token can span many ranges. The wrapper asks the broker
-//!   for the target range only, when it knows the range of the partition key: it learns
-//!   partition key → range id from the responses it sees (every response's token names the range
-//!   that served it). The SDK 1.0.0 exposes no public way to look the range id up beforehand
-//!   (`FeedRange`s carry EPK bounds, not ids).
-//! - When the target range is not known, a token is sent only if it has at most
-//!   [`BrokeredContainer::with_max_unscoped_segments`] segments (default 1): the newer gateway
-//!   rejects composite tokens, and large composites overflow header limits. Otherwise that read
-//!   goes ahead with the SDK's own token (normal session semantics), for example for a
-//!   partition-key key right after a split, until a response teaches the new range.
+//! rejects headers that grow too large, the newer gateway rejects composite tokens, and the SDKs
+//! send only the target range's segment. So does the wrapper, whenever it knows the target range:
+//! - it learns partition key → range id from the answers it sees (every single-partition
+//!   answer's token names the range that served it: point reads, writes, query pages), together
+//!   with the range's bounds from the SDK's routing map. The SDK 1.0.0 has no public way to look
+//!   the id up beforehand (`FeedRange`s carry EPK bounds, not ids);
+//! - a read asks the broker for the target range and the ranges it was split from, and sends one
+//!   segment: the target's own, or, when the target has none yet (just split), its parents'
+//!   merged and re-keyed under the target's id, as the SDKs do;
+//! - after a split the key's bounds change, so the learned id is no longer trusted. If a point
+//!   read's answer comes from another range than the one its token named, the token did not
+//!   apply: the wrapper learns the new range and reads once more with the right token.
+//!
+//! When the target range is not known (the first read of a key by this process), the key's
+//! token is sent only if it has at most [`BrokeredContainer::with_max_unscoped_segments`]
+//! segments (default 1). Otherwise that read goes ahead with the SDK's own token (normal session
+//! semantics), for example for a session key that spans partitions, until an answer teaches the
+//! range.
 //!
 //! # Never worse than the SDK alone
-//! A token passed in the options replaces the SDK's own for that request, so the wrapper merges
-//! the broker's token with the tokens this process itself saw for the key, so that a pod never
-//! reads older data than it wrote or read before, even if a PutToken of its own was lost.
+//! A token passed in the options replaces the SDK's own for that request. So the wrapper keeps
+//! what this process saw, range by range, like the SDK's own cache: every answer it sees (also
+//! 409, 412 and 404 answers, except 404/1002) is merged in, and a read's token is the broker's
+//! merged with it. A pod never reads older data in a range than it wrote or read before through
+//! the wrapper, even if a PutToken of its own was lost. Writes made with the bare
+//! [`ContainerClient`] are not seen by the wrapper: use the wrapper for every item operation on
+//! the container. A 409 or 412 answer to a write is also recorded with the broker: it tells of a
+//! newer write that a read of the key must not miss.
 //!
 //! [`ContainerClient`]: azure_data_cosmos::ContainerClient
 //! [`TokenBrokerClient`]: tokenbroker_client::TokenBrokerClient
@@ -52,9 +63,11 @@
 mod container;
 mod keys;
 mod local_tokens;
+mod query;
 mod range_ids;
 mod scope;
 
 pub use container::BrokeredContainer;
 pub use keys::{DOCUMENT_ID_PREFIX, KeyStrategy, SESSION_PREFIX};
+pub use query::{BrokeredQuery, BrokeredQueryPages};
 pub use scope::{ContainerScope, ScopeError};

@@ -1,66 +1,72 @@
-//! The tokens this process itself saw, per broker key, merged.
+//! The tokens this process itself saw for the container, per partition key range, merged.
 //!
 //! Why: a token passed in the request options replaces the SDK's own session token for that
-//! request. Sending the broker's token alone could then be older than what this very pod wrote or
-//! read (a PutToken of its own that failed, a broker that restarted empty), so the wrapper merges
-//! in what it saw itself. Bounded: when full it starts over, which only loses that extra margin.
+//! request, and the SDK keeps its own per range (every response of the container merged in, for
+//! every key). Sending the broker's token alone could then be older than what this very pod wrote
+//! or read before in that range (a PutToken of its own that failed, a broker that restarted
+//! empty, a write under another key), so the wrapper merges in what it saw itself, range by range,
+//! as the SDK would. Bounded: when full it starts over, which only loses that extra margin.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use session_token::SessionToken;
+use session_token::{PartitionToken, PkRangeId, SessionToken};
 
 pub(crate) struct LocalTokens {
     capacity: usize,
-    tokens: Mutex<HashMap<String, SessionToken>>,
+    ranges: Mutex<HashMap<PkRangeId, PartitionToken>>,
 }
 
 impl LocalTokens {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            tokens: Mutex::new(HashMap::new()),
+            ranges: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Merges a token seen in a response into the key's entry. Tokens that do not parse or do not
-    /// merge (the broker's rules refuse some) replace nothing.
-    pub(crate) fn observe(&self, key: &str, token: &str) {
+    /// Merges a token seen in a response into the ranges it names. A token that does not parse
+    /// changes nothing; a range whose tokens do not merge (the broker's rules refuse some) keeps
+    /// what it had.
+    pub(crate) fn observe(&self, token: &str) {
         let Ok(token) = SessionToken::parse(token) else {
             return;
         };
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        if tokens.len() >= self.capacity && !tokens.contains_key(key) {
-            tokens.clear();
+        let mut ranges = self.ranges.lock().unwrap_or_else(PoisonError::into_inner);
+        if ranges.len() + token.len() > self.capacity {
+            ranges.clear();
         }
-        match tokens.get_mut(key) {
-            Some(known) => {
-                if let Ok(merged) = known.merge(&token) {
-                    *known = merged;
+        for (id, seen) in token.segments() {
+            match ranges.get_mut(id) {
+                Some(known) => {
+                    if let Ok(merged) = known.merge(seen, id.as_str()) {
+                        *known = merged;
+                    }
                 }
-            }
-            None => {
-                tokens.insert(key.to_owned(), token);
+                None => {
+                    ranges.insert(id.clone(), seen.clone());
+                }
             }
         }
     }
 
-    /// `broker_token` merged with what this process saw for `key`, restricted to `ranges` when
-    /// given. Falls back to the broker's token when the two do not merge.
-    pub(crate) fn merged_with(&self, key: &str, broker_token: &str, ranges: &[String]) -> String {
-        let Ok(broker) = SessionToken::parse(broker_token) else {
-            return broker_token.to_owned();
-        };
-        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        let local = match tokens.get(key) {
-            Some(local) if ranges.is_empty() => Some(local.clone()),
-            Some(local) => local.filter(ranges),
-            None => None,
-        };
-        drop(tokens);
-        match local.map(|local| broker.merge(&local)) {
-            Some(Ok(merged)) => merged.to_string(),
-            _ => broker_token.to_owned(),
+    /// What this process saw of the given ranges, as one token; `None` when it saw none of them.
+    pub(crate) fn get<S: AsRef<str>>(&self, wanted: &[S]) -> Option<SessionToken> {
+        let ranges = self.ranges.lock().unwrap_or_else(PoisonError::into_inner);
+        SessionToken::from_segments(wanted.iter().filter_map(|range| {
+            let id = PkRangeId::new(range.as_ref()).ok()?;
+            let token = ranges.get(&id)?.clone();
+            Some((id, token))
+        }))
+    }
+
+    /// `broker` merged, range by range, with what this process saw of the same ranges. Falls
+    /// back to the broker's token when the two do not merge.
+    pub(crate) fn merged_into(&self, broker: SessionToken) -> SessionToken {
+        let ranges: Vec<&str> = broker.segments().map(|(id, _)| id.as_str()).collect();
+        match self.get(&ranges) {
+            Some(local) => broker.merge(&local).unwrap_or(broker),
+            None => broker,
         }
     }
 }
@@ -69,32 +75,63 @@ impl LocalTokens {
 mod tests {
     use super::*;
 
+    fn token(value: &str) -> SessionToken {
+        SessionToken::parse(value).unwrap()
+    }
+
     #[test]
     fn merges_what_the_process_saw_into_the_broker_token() {
         let local = LocalTokens::new(10);
-        local.observe("k", "0:1#50#1=50");
-        assert_eq!(local.merged_with("k", "0:1#40#1=40", &[]), "0:1#50#1=50");
-        assert_eq!(local.merged_with("k", "0:1#60#1=60", &[]), "0:1#60#1=60");
+        local.observe("0:1#50#1=50");
         assert_eq!(
-            local.merged_with("other", "0:1#40#1=40", &[]),
-            "0:1#40#1=40"
+            local.merged_into(token("0:1#40#1=40")).to_string(),
+            "0:1#50#1=50"
+        );
+        assert_eq!(
+            local.merged_into(token("0:1#60#1=60")).to_string(),
+            "0:1#60#1=60"
+        );
+        assert_eq!(
+            local.merged_into(token("1:1#40#1=40")).to_string(),
+            "1:1#40#1=40",
+            "a range the process never saw is the broker's alone"
         );
     }
 
     #[test]
-    fn restricts_local_segments_to_the_requested_ranges() {
+    fn progress_seen_under_any_key_counts_for_the_range() {
         let local = LocalTokens::new(10);
-        local.observe("k", "0:1#50#1=50");
-        local.observe("k", "3:1#9#1=9");
-        let ranges = vec!["3".to_owned()];
-        assert_eq!(local.merged_with("k", "3:1#7#1=7", &ranges), "3:1#9#1=9");
+        // Two responses of range 0 (for example writes to two partition keys), merged.
+        local.observe("0:1#50#1=50");
+        local.observe("0:1#70#1=70");
+        local.observe("3:1#9#1=9");
+        assert_eq!(
+            local.merged_into(token("0:1#60#1=60")).to_string(),
+            "0:1#70#1=70"
+        );
+        assert_eq!(
+            local.merged_into(token("0:1#60#1=60")).len(),
+            1,
+            "ranges the broker token does not name are not added"
+        );
+        assert_eq!(local.get(&["3", "5"]).unwrap().to_string(), "3:1#9#1=9");
+        assert_eq!(local.get(&["5"]), None);
+    }
+
+    #[test]
+    fn a_token_that_does_not_parse_changes_nothing() {
+        let local = LocalTokens::new(10);
+        local.observe("0:1#50#1=50");
+        local.observe("0:garbage");
+        assert_eq!(local.get(&["0"]).unwrap().to_string(), "0:1#50#1=50");
     }
 
     #[test]
     fn starts_over_when_full() {
         let local = LocalTokens::new(1);
-        local.observe("a", "0:1#50#1=50");
-        local.observe("b", "0:1#5#1=5");
-        assert_eq!(local.merged_with("a", "0:1#40#1=40", &[]), "0:1#40#1=40");
+        local.observe("0:1#50#1=50");
+        local.observe("1:1#5#1=5");
+        assert_eq!(local.get(&["0"]), None);
+        assert_eq!(local.get(&["1"]).unwrap().to_string(), "1:1#5#1=5");
     }
 }
