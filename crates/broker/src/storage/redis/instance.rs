@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
+use redis::IntoConnectionInfo;
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
@@ -112,7 +114,14 @@ impl RedisInstance {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.operation_timeout));
-        let manager = Manager::new_with_config(url.expose(), config)
+        // redis-rs leaves Nagle's algorithm on by default; with many commands multiplexed on
+        // one connection it holds each small write back until the previous one is acknowledged.
+        let connection_info = url
+            .expose()
+            .into_connection_info()
+            .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let manager = Manager::new_with_config(connection_info, config)
             .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
