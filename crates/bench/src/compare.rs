@@ -74,7 +74,13 @@ fn spawn_redis(port: u16) -> Result<Child, String> {
 }
 
 async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    use redis::IntoConnectionInfo;
+    // TCP_NODELAY, as the broker's own connections: the baseline is an app that tuned its client.
+    let info = url
+        .into_connection_info()
+        .map_err(|e| e.to_string())?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match client.get_multiplexed_async_connection().await {
