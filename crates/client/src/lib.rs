@@ -33,6 +33,7 @@
 mod breaker;
 mod client;
 mod config;
+mod discovery;
 mod endpoints;
 mod error;
 mod stats;
@@ -40,5 +41,6 @@ mod stats;
 pub use breaker::BreakerConfig;
 pub use client::{GetTokenReply, TokenBrokerClient};
 pub use config::ClientConfig;
+pub use discovery::{Discovery, ResolveFuture, Resolver, SystemResolver};
 pub use error::ClientError;
 pub use stats::ClientStats;
