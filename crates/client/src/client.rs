@@ -36,8 +36,20 @@ pub struct TokenBrokerClient {
 
 struct Inner {
     config: ClientConfig,
-    endpoints: Endpoints,
-    stats: StatCounters,
+    endpoints: Arc<Endpoints>,
+    stats: Arc<StatCounters>,
+    /// The background re-resolution, for discovered endpoints.
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// The last clone is gone: stop re-resolving. The task holds the endpoints, not the client,
+    /// so without this it would keep resolving (and keep the channels) for nobody.
+    fn drop(&mut self) {
+        if let Some(refresher) = &self.refresher {
+            refresher.abort();
+        }
+    }
 }
 
 /// Codes that say "this endpoint is not working", as opposed to "your request is wrong".
@@ -55,13 +67,22 @@ fn is_endpoint_failure(code: Code) -> bool {
 impl TokenBrokerClient {
     /// Builds the client. Connections are opened lazily, on first use, so this succeeds while
     /// brokers are down. Must be called inside a Tokio runtime.
+    ///
+    /// With [`ClientConfig::discover`], the name is not resolved here either, so this succeeds
+    /// while the brokers (or their DNS records) do not exist yet. A background task resolves it
+    /// at once and then every [`Discovery::interval`](crate::Discovery::interval); the first
+    /// calls wait for that first answer within their deadline. While nothing has resolved,
+    /// calls fail at once with [`ClientError::NotResolved`] (the helpers return "no token").
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let endpoints = Endpoints::new(&config)?;
+        let stats = Arc::new(StatCounters::default());
+        let endpoints = Arc::new(Endpoints::new(&config, Arc::clone(&stats))?);
+        let refresher = endpoints.spawn_refresher();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 endpoints,
-                stats: StatCounters::default(),
+                stats,
+                refresher,
             }),
         })
     }
@@ -73,7 +94,25 @@ impl TokenBrokerClient {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ClientStats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        stats.endpoints = u64::try_from(self.inner.endpoints.snapshot().len()).unwrap_or(u64::MAX);
+        stats
+    }
+
+    /// The URLs of the endpoints in use: the configured list, or the last successful resolution.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.endpoints.snapshot().urls()
+    }
+
+    /// Resolves the discovery target now, without waiting for the next interval, and returns
+    /// the number of endpoints in use. Endpoints still resolved keep their connection and
+    /// breaker. On an error (or no address) the endpoints in use stay as they are; the error is
+    /// also logged and counted in [`ClientStats::resolution_failures`]. With a fixed list this
+    /// does nothing.
+    ///
+    /// Useful after an event that says the set of brokers changed, and in tests.
+    pub async fn refresh_endpoints(&self) -> Result<usize, ClientError> {
+        self.inner.endpoints.refresh().await
     }
 
     /// `PutToken`: merges `session_token` into the token stored under (`scope`, `key`) and returns
@@ -190,15 +229,17 @@ impl TokenBrokerClient {
         let inner = &*self.inner;
         let budget = inner.config.deadline;
         let deadline = Instant::now() + budget;
+        // One list for the whole call, even if a re-resolution swaps it meanwhile.
+        let endpoints = inner.endpoints.for_call(deadline).await?;
         let mut tried = Vec::with_capacity(inner.config.max_attempts);
         let mut last_failure = None;
         while tried.len() < inner.config.max_attempts {
             let now = Instant::now();
-            let Some(index) = inner.endpoints.pick(&tried, now) else {
+            let Some(index) = inner.endpoints.pick(&endpoints, &tried, now) else {
                 break;
             };
             tried.push(index);
-            let Some(endpoint) = inner.endpoints.get(index) else {
+            let Some(endpoint) = endpoints.get(index) else {
                 break;
             };
             let remaining = deadline.saturating_duration_since(now);

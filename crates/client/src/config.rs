@@ -7,12 +7,17 @@
 use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
+use crate::discovery::Discovery;
 
 /// How to reach the brokers and how long to wait for them.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Broker URLs, for example `http://10.0.0.11:50051`. Calls are balanced over all of them.
+    /// Empty when the brokers are discovered instead.
     pub endpoints: Vec<String>,
+    /// A name to resolve into the broker endpoints, again and again (for example a headless
+    /// Service), instead of a fixed list. Set either this or [`ClientConfig::endpoints`].
+    pub discovery: Option<Discovery>,
     /// The whole budget of one call, retries included. Also sent as the gRPC deadline.
     pub deadline: Duration,
     /// The budget for opening a connection to one endpoint.
@@ -36,10 +41,28 @@ impl ClientConfig {
     {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            discovery: None,
             deadline: Self::DEFAULT_DEADLINE,
             connect_timeout: Self::DEFAULT_DEADLINE,
             max_attempts: 2,
             breaker: BreakerConfig::default(),
+        }
+    }
+
+    /// Defaults, with the brokers found by resolving the host of `target`
+    /// (`scheme://host:port`, for example
+    /// `http://tokenbroker-headless.my-namespace.svc.cluster.local:50051`): one endpoint per
+    /// address, re-resolved every [`Discovery::DEFAULT_INTERVAL`]. See [`Discovery`] to change
+    /// the interval or the resolver.
+    pub fn discover(target: impl Into<String>) -> Self {
+        Self::discover_with(Discovery::new(target))
+    }
+
+    /// Defaults, with the brokers found as `discovery` says.
+    pub fn discover_with(discovery: Discovery) -> Self {
+        Self {
+            discovery: Some(discovery),
+            ..Self::new(Vec::<String>::new())
         }
     }
 

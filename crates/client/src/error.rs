@@ -17,6 +17,23 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("broker endpoints and a discovery target are both configured; set one of them")]
+    EndpointsAndDiscovery,
+    #[error("invalid broker discovery target {target:?}: {reason}")]
+    InvalidDiscoveryTarget {
+        target: String,
+        reason: &'static str,
+    },
+    #[error("could not resolve broker discovery target {target:?}: {source}")]
+    Resolve {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("broker discovery target {target:?} resolved to no address")]
+    ResolvedNothing { target: String },
+    #[error("broker discovery target {target:?} has not resolved to any address yet")]
+    NotResolved { target: String },
     #[error("the broker client must be created inside a Tokio runtime")]
     NoRuntime,
     #[error("every broker endpoint is out of rotation (circuit breakers open)")]

@@ -5,8 +5,10 @@
 //!
 //! - **Balancing over brokers.** A Kubernetes Service pins an HTTP/2 connection to one pod, so a
 //!   single `Channel` to the Service name would send every call to one replica. The client keeps
-//!   one lazily-connected channel per endpoint (for example the pod addresses of a headless
-//!   Service) and takes them in turn, skipping endpoints whose circuit breaker is open.
+//!   one lazily-connected channel per endpoint and takes them in turn, skipping endpoints whose
+//!   circuit breaker is open. The endpoints are a fixed list of URLs, or discovered:
+//!   [`ClientConfig::discover`] resolves a headless Service's name into one endpoint per pod and
+//!   re-resolves it periodically, keeping the list it has when DNS fails ([`Discovery`]).
 //! - **A deadline on every call**, small by default ([`ClientConfig::DEFAULT_DEADLINE`]): the
 //!   broker sits on the path of every Cosmos operation and must never slow it down much.
 //! - **Helpers that never fail the caller.** [`TokenBrokerClient::token_for_read`] and
@@ -27,12 +29,18 @@
 //! broker.record_write("acct/db/orders", "user-1", "0:1#100#1=20").await;
 //! // Before a read on another pod: the token to send, if any (never fails).
 //! let token: Option<String> = broker.token_for_read("acct/db/orders", "user-1", &[]).await;
+//!
+//! // On Kubernetes: every pod behind the headless Service, re-resolved every 30 s.
+//! let broker = TokenBrokerClient::new(ClientConfig::discover(
+//!     "http://tokenbroker-headless.my-namespace.svc.cluster.local:50051",
+//! ))?;
 //! # Ok(()) }
 //! ```
 
 mod breaker;
 mod client;
 mod config;
+mod discovery;
 mod endpoints;
 mod error;
 mod stats;
@@ -40,5 +48,6 @@ mod stats;
 pub use breaker::BreakerConfig;
 pub use client::{GetTokenReply, TokenBrokerClient};
 pub use config::ClientConfig;
+pub use discovery::{Discovery, ResolveFuture, Resolver, SystemResolver};
 pub use error::ClientError;
 pub use stats::ClientStats;

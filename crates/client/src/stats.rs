@@ -26,6 +26,13 @@ pub struct ClientStats {
     pub attempt_failures: u64,
     /// Calls answered at once because every endpoint's breaker was open.
     pub short_circuited: u64,
+    /// Discovery only: resolutions that succeeded (whether or not the endpoints changed).
+    pub resolutions: u64,
+    /// Discovery only: resolutions that failed or found no address; each kept the endpoints
+    /// already in use.
+    pub resolution_failures: u64,
+    /// Not a counter: the number of endpoints in use when the snapshot was taken.
+    pub endpoints: u64,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +46,8 @@ pub(crate) struct StatCounters {
     pub(crate) deadline_exceeded: AtomicU64,
     pub(crate) attempt_failures: AtomicU64,
     pub(crate) short_circuited: AtomicU64,
+    pub(crate) resolutions: AtomicU64,
+    pub(crate) resolution_failures: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -58,6 +67,9 @@ impl StatCounters {
             deadline_exceeded: read(&self.deadline_exceeded),
             attempt_failures: read(&self.attempt_failures),
             short_circuited: read(&self.short_circuited),
+            resolutions: read(&self.resolutions),
+            resolution_failures: read(&self.resolution_failures),
+            endpoints: 0,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Real brokers for the client tests, each on its own Tokio runtime so that a test can kill one
 //! outright (every socket closed at once), plus endpoints that are dead or hung.
 
+// Each test binary uses part of the support code.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
