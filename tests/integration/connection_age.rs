@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tonic::Code;
 use tonic::transport::Endpoint;
 
 use crate::support::{TestBroker, settings};
@@ -145,16 +146,25 @@ async fn aged_connections_get_a_goaway_and_calls_move_to_a_new_connection() {
     // connection has carried calls. Every call must succeed. The bound only stops a hang.
     let mut log: Vec<Seen> = Vec::new();
     let mut calls = 0u64;
+    let mut raced = 0usize;
     let (mut first_closed, mut later_calls) = (false, 0);
     let finished = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let reply = client
-                .put_token(PutTokenRequest {
-                    scope: "acct/db/c".into(),
-                    key: "k".into(),
-                    session_token: format!("0:1#{}", calls + 1),
-                })
-                .await;
+            let request = PutTokenRequest {
+                scope: "acct/db/c".into(),
+                key: "k".into(),
+                session_token: format!("0:1#{}", calls + 1),
+            };
+            let reply = match client.put_token(request.clone()).await {
+                // A call handed to the connection after its GOAWAY arrived is cancelled before
+                // it is sent (hyper: "connection closed"); tonic does not retry it, a client
+                // must (tokenbroker-client does). The retry goes to the new connection.
+                Err(status) if status.code() == Code::Cancelled => {
+                    raced += 1;
+                    client.put_token(request).await
+                }
+                reply => reply,
+            };
             let reply = reply.unwrap_or_else(|e| panic!("call {calls} failed: {e:?}"));
             calls += 1;
             assert_eq!(reply.into_inner().session_token, format!("0:1#{calls}"));
@@ -213,5 +223,12 @@ async fn aged_connections_get_a_goaway_and_calls_move_to_a_new_connection() {
     }
     assert!(per_conn.get(&0).copied().unwrap_or(0) > 0, "{per_conn:?}");
     assert!(per_conn.keys().any(|c| *c > 0), "{per_conn:?}");
+    // A call cancelled by a GOAWAY race never reached the server: the proxy counted only the
+    // calls answered. One sequential client can lose at most one call per connection closed.
     assert_eq!(per_conn.values().sum::<u64>(), calls, "{per_conn:?}");
+    let closed = log
+        .iter()
+        .filter(|e| matches!(e, Seen::ServerClosed(_)))
+        .count();
+    assert!(raced <= closed, "{raced} calls raced {closed} closes");
 }

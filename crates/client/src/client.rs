@@ -1,7 +1,8 @@
 //! The client: raw calls with typed errors, and the helpers that never fail.
 //!
-//! Why the retry rule is narrow: a call is retried on another endpoint only after a transport
-//! failure (connection refused or reset, `UNAVAILABLE`), and only within the same deadline. A
+//! Why the retry rule is narrow: a call is retried only after a transport failure (connection
+//! refused or reset, `UNAVAILABLE`, `CANCELLED` for a call that raced a GOAWAY), on another
+//! endpoint when there is one untried, and only within the same deadline. A
 //! timeout has spent the budget already, and a refusal (`INVALID_ARGUMENT`...) would be refused by
 //! every replica alike.
 

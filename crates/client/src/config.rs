@@ -22,8 +22,9 @@ pub struct ClientConfig {
     pub deadline: Duration,
     /// The budget for opening a connection to one endpoint.
     pub connect_timeout: Duration,
-    /// How many endpoints one call may try when an attempt fails with a transport error
-    /// (connection refused or reset, `UNAVAILABLE`), within the same deadline.
+    /// How many attempts one call may make when an attempt fails with a transport error
+    /// (connection refused or reset, `UNAVAILABLE`, `CANCELLED`), within the same deadline: on
+    /// other endpoints first, then on one already tried (with a single endpoint, the same one).
     pub max_attempts: usize,
     /// When to stop sending calls to a failing endpoint, and for how long.
     pub breaker: BreakerConfig,

@@ -310,21 +310,23 @@ impl Endpoints {
         }))
     }
 
-    /// The next endpoint of `list` in turn that is not in `tried` and whose breaker lets a call
-    /// through.
+    /// The next endpoint of `list` in turn whose breaker lets a call through, preferring those
+    /// not in `tried`. An endpoint already tried is taken again only when every one has been
+    /// (a single endpoint, typically): a call that raced the server's GOAWAY at the end of a
+    /// connection's age fails without having been sent, and goes through on the next connection.
     pub(crate) fn pick(&self, list: &EndpointList, tried: &[usize], now: Instant) -> Option<usize> {
         let count = list.len();
         if count == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..count)
-            .map(|offset| (start.wrapping_add(offset)) % count)
-            .filter(|index| !tried.contains(index))
-            .find(|&index| {
-                list.get(index)
-                    .is_some_and(|endpoint| endpoint.breaker.try_acquire(now))
-            })
+        let in_turn = || (0..count).map(|offset| (start.wrapping_add(offset)) % count);
+        let untried = in_turn().filter(|index| !tried.contains(index));
+        let again = in_turn().filter(|index| tried.contains(index));
+        untried.chain(again).find(|&index| {
+            list.get(index)
+                .is_some_and(|endpoint| endpoint.breaker.try_acquire(now))
+        })
     }
 }
 
@@ -359,6 +361,27 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[tokio::test]
+    async fn untried_endpoints_come_first_then_a_tried_one_is_taken_again() {
+        let stats = Arc::new(StatCounters::default());
+        let two = ClientConfig::new(["http://127.0.0.1:1001", "http://127.0.0.1:1002"]);
+        let endpoints = Endpoints::new(&two, Arc::clone(&stats)).unwrap();
+        let list = endpoints.snapshot();
+        let now = Instant::now();
+        let first = endpoints.pick(&list, &[], now).unwrap();
+        assert_ne!(endpoints.pick(&list, &[first], now), Some(first));
+        assert!(endpoints.pick(&list, &[0, 1], now).is_some());
+
+        let one = ClientConfig::new(["http://127.0.0.1:1001"]);
+        let endpoints = Endpoints::new(&one, stats).unwrap();
+        let list = endpoints.snapshot();
+        assert_eq!(
+            endpoints.pick(&list, &[0], now),
+            Some(0),
+            "a single endpoint is tried again"
+        );
     }
 
     #[tokio::test]
