@@ -116,15 +116,22 @@ impl BrokeredContainer {
     ) -> azure_data_cosmos::Result<ItemResponse> {
         let partition_key = partition_key.into();
         let mut options = options.unwrap_or_default();
-        let key = self
-            .item_key(&partition_key, item_id)
-            .filter(|_| options.session_token.is_none());
-        let Some(key) = key else {
+        let Some(key) = self.item_key(&partition_key, item_id) else {
             return self
                 .container
                 .read_item(partition_key, item_id, Some(options))
                 .await;
         };
+        if options.session_token.is_some() {
+            // The caller's own token is sent as it is; the answer is still remembered.
+            let result = self
+                .container
+                .read_item(partition_key.clone(), item_id, Some(options))
+                .await;
+            self.observe(&key, &partition_key, captured_token(&result))
+                .await;
+            return result;
+        }
         let sent = self.token_for_read(&key, &partition_key).await;
         let sent_range = sent
             .as_ref()
