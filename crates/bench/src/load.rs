@@ -160,8 +160,8 @@ impl RunResult {
 }
 
 fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s, 3 significant digits: constant, valid bounds.
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+    // 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds") // ok: constant bounds
 }
 
 /// N callers, each issuing its next call when the previous one returns, for `duration`.

@@ -124,13 +124,9 @@ impl BrokeredContainer {
         };
         if options.session_token.is_some() {
             // The caller's own token is sent as it is; the answer is still remembered.
-            let result = self
-                .container
-                .read_item(partition_key.clone(), item_id, Some(options))
+            return self
+                .read_observed(&key, partition_key, item_id, options)
                 .await;
-            self.observe(&key, &partition_key, captured_token(&result))
-                .await;
-            return result;
         }
         let sent = self.token_for_read(&key, &partition_key).await;
         let sent_range = sent
@@ -138,12 +134,9 @@ impl BrokeredContainer {
             .and_then(|t| single_range_id(t).map(str::to_owned));
         options.session_token = sent.map(SessionToken::new);
         let result = self
-            .container
-            .read_item(partition_key.clone(), item_id, Some(options.clone()))
+            .read_observed(&key, partition_key.clone(), item_id, options.clone())
             .await;
-        let served = captured_token(&result);
-        self.observe(&key, &partition_key, served).await;
-        let served_range = served.and_then(single_range_id);
+        let served_range = captured_token(&result).and_then(single_range_id);
         let (Some(sent_range), Some(served_range)) = (sent_range, served_range) else {
             return result;
         };
@@ -161,11 +154,23 @@ impl BrokeredContainer {
             "the token named a range that did not serve the read (split): reading again"
         );
         options.session_token = retry.map(SessionToken::new);
+        self.read_observed(&key, partition_key, item_id, options)
+            .await
+    }
+
+    /// One point read, whose answer is remembered.
+    async fn read_observed(
+        &self,
+        key: &OperationKey,
+        partition_key: PartitionKey,
+        item_id: &str,
+        options: ItemReadOptions,
+    ) -> azure_data_cosmos::Result<ItemResponse> {
         let result = self
             .container
             .read_item(partition_key.clone(), item_id, Some(options))
             .await;
-        self.observe(&key, &partition_key, captured_token(&result))
+        self.observe(key, &partition_key, captured_token(&result))
             .await;
         result
     }
