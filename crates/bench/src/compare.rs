@@ -44,6 +44,8 @@ pub struct Summary {
     pub hot_key_own_ranges_vs_uniform_put: f64,
     pub hot_key_lost_updates: u64,
     pub get_p99_us_at_half_rate: u64,
+    /// The no-op RPC's p99 at the same rate: the floor of this machine and generator.
+    pub noop_p99_us_at_get_half_rate: u64,
     pub put_p99_us_at_half_rate: u64,
     pub broker_peak_rss_mib: f64,
     pub redis_bytes_per_key: f64,
@@ -403,6 +405,22 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         &format!("open {half_get:.0}/s"),
         &open_get,
     ));
+    // The control for the two rows at half rate: the no-op RPC at the same rate as the
+    // GetToken row, so that the machine's own tail (generator, scheduling) is visible.
+    let open_noop = open_loop(
+        Arc::new(Target::Noop {
+            channels: channels.clone(),
+        }),
+        half_get,
+        d,
+        10_000,
+    )
+    .await;
+    rows.push(Row::new(
+        "noop at GetToken's half max",
+        &format!("open {half_get:.0}/s"),
+        &open_noop,
+    ));
     let half_put = put.throughput() / 2.0;
     let open_put = open_loop(
         Arc::new(Target::Broker {
@@ -432,6 +450,7 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         hot_key_own_ranges_vs_uniform_put: hot.throughput() / put.throughput(),
         hot_key_lost_updates: lost,
         get_p99_us_at_half_rate: open_get.latency.value_at_quantile(0.99),
+        noop_p99_us_at_get_half_rate: open_noop.latency.value_at_quantile(0.99),
         put_p99_us_at_half_rate: open_put.latency.value_at_quantile(0.99),
         broker_peak_rss_mib: rss,
         redis_bytes_per_key: bytes_per_key,
@@ -523,6 +542,10 @@ pub fn print(summary: &Summary) {
         "GetToken p99 at half max    {:>6} us (target <= 2000) {}",
         summary.get_p99_us_at_half_rate,
         check(summary.get_p99_us_at_half_rate <= 2000)
+    );
+    println!(
+        "  no-op RPC p99, same rate  {:>6} us (the floor of this machine and generator)",
+        summary.noop_p99_us_at_get_half_rate
     );
     println!(
         "PutToken p99 at half max    {:>6} us (target <= 2000) {}",
