@@ -134,4 +134,51 @@ mod tests {
         assert_eq!(local.get(&["0"]), None);
         assert_eq!(local.get(&["1"]).unwrap().to_string(), "1:1#5#1=5");
     }
+
+    /// Header values over ranges 0..4, one version and one region set, so that any two merge.
+    fn header() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map(0u8..4, (0u64..1000, 0u64..1000, 0u64..1000), 1..4)
+            .prop_map(|segments| {
+                segments
+                    .into_iter()
+                    .map(|(range, (global, east, west))| {
+                        format!("{range}:1#{global}#0={east}#1={west}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+    }
+
+    proptest::proptest! {
+        /// What is sent covers the broker's token and everything the process saw of the same
+        /// ranges, names exactly the broker's ranges, and does not depend on the order in which
+        /// the process saw its answers.
+        #[test]
+        fn the_merge_covers_both_sides_whatever_the_order(
+            seen in proptest::collection::vec(header(), 0..8),
+            broker in header(),
+        ) {
+            let forward = LocalTokens::new(100);
+            let backward = LocalTokens::new(100);
+            for t in &seen {
+                forward.observe(t);
+            }
+            for t in seen.iter().rev() {
+                backward.observe(t);
+            }
+            let broker = token(&broker);
+            let sent = forward.merged_into(broker.clone());
+            proptest::prop_assert_eq!(&sent, &backward.merged_into(broker.clone()));
+            proptest::prop_assert!(broker.is_covered_by(&sent));
+            let ranges: Vec<&str> = broker.segments().map(|(id, _)| id.as_str()).collect();
+            let sent_ranges: Vec<&str> = sent.segments().map(|(id, _)| id.as_str()).collect();
+            proptest::prop_assert_eq!(&sent_ranges, &ranges);
+            for t in &seen {
+                if let Some(part) = token(t).filter(&ranges) {
+                    proptest::prop_assert!(part.is_covered_by(&sent), "{} not covered by {}", part, sent);
+                }
+            }
+        }
+    }
 }
