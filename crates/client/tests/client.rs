@@ -7,24 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Broker, HungEndpoint, dead_endpoint, memory_store};
+use support::{
+    Broker, HungEndpoint, SCOPE, TEST_DEADLINE, bounded, dead_endpoint, memory_store, token,
+};
 use tokenbroker_client::{BreakerConfig, ClientConfig, ClientError, TokenBrokerClient};
-
-const SCOPE: &str = "acct/db/items";
-/// Generous: these tests run in debug builds on a shared machine; only the hung-endpoint test
-/// relies on the deadline firing.
-const TEST_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Fails the test instead of hanging if a call ignores its deadline.
-async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .expect("a client call outlived its deadline by far")
-}
-
-fn token(lsn: u64) -> String {
-    format!("0:1#{lsn}#1={lsn}")
-}
 
 #[tokio::test]
 async fn round_robin_spreads_calls_over_every_endpoint() {

@@ -10,28 +10,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Broker, dead_endpoint, memory_store};
+use support::{Broker, SCOPE, TEST_DEADLINE, bounded, dead_endpoint, memory_store, token};
 use tokenbroker_client::{
     BreakerConfig, ClientConfig, ClientError, Discovery, Resolver, TokenBrokerClient,
 };
 use tokio::sync::{oneshot, watch};
 
-const SCOPE: &str = "acct/db/items";
-const TEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Long enough that the background task never re-resolves on its own during a test, so that the
 /// test decides when a re-resolution happens (`refresh_endpoints`).
 const NEVER: Duration = Duration::from_secs(3600);
 const TARGET: &str = "http://tokenbroker-headless.test.svc.cluster.local:50051";
-
-async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .expect("a client call outlived its deadline by far")
-}
-
-fn token(lsn: u64) -> String {
-    format!("0:1#{lsn}#1={lsn}")
-}
 
 fn addr_of(url: &str) -> SocketAddr {
     url.trim_start_matches("http://").parse().unwrap()

@@ -109,6 +109,23 @@ async fn read(pod: &ContainerClient, o: &Order) -> Option<Order> {
     }
 }
 
+/// Upserts every order with `items: 1` through `writer`; returns what was written.
+async fn upsert_with_one_item(writer: &BrokeredContainer, orders: &[Order]) -> Vec<Order> {
+    let mut written = Vec::new();
+    for o in orders {
+        let updated = Order {
+            items: 1,
+            ..o.clone()
+        };
+        writer
+            .upsert_item(updated.pk.clone(), &updated.id, &updated, None)
+            .await
+            .unwrap();
+        written.push(updated);
+    }
+    written
+}
+
 async fn brokered_read(pod: &BrokeredContainer, o: &Order) -> Option<Order> {
     match pod.read_item(o.pk.clone(), &o.id, None).await {
         Ok(response) => Some(response.into_model().unwrap()),
@@ -298,18 +315,7 @@ async fn a_session_scope_spans_partitions_and_every_read_sees_its_writes() {
         assert!(brokered_read(&reader, o).await.is_some());
     }
 
-    let mut written = Vec::new();
-    for o in &orders {
-        let updated = Order {
-            items: 1,
-            ..o.clone()
-        };
-        writer
-            .upsert_item(updated.pk.clone(), &updated.id, &updated, None)
-            .await
-            .unwrap();
-        written.push(updated);
-    }
+    let written = upsert_with_one_item(&writer, &orders).await;
     let stored = world
         .broker_client()
         .get_token(scope().as_str(), "session:user-7", &[])
@@ -462,18 +468,7 @@ async fn a_query_teaches_the_range_so_session_reads_ask_for_one_segment() {
         .pod(KeyStrategy::PartitionKey)
         .await
         .for_session("user-9");
-    let mut written = Vec::new();
-    for o in &orders {
-        let updated = Order {
-            items: 1,
-            ..o.clone()
-        };
-        writer
-            .upsert_item(updated.pk.clone(), &updated.id, &updated, None)
-            .await
-            .unwrap();
-        written.push(updated);
-    }
+    let written = upsert_with_one_item(&writer, &orders).await;
 
     // A reader whose first operation on the partition is a read does not know its range: the
     // session's token spans ranges, so it is not sent, and the read is the SDK's own (stale).

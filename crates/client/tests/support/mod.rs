@@ -13,6 +13,23 @@ use broker::storage::memory::MemoryStore;
 use tokenbroker_server::config::Settings;
 use tokenbroker_server::server;
 
+pub const SCOPE: &str = "acct/db/items";
+/// Generous: these tests run in debug builds on a shared machine; only the hung-endpoint test
+/// relies on the deadline firing.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Fails the test instead of hanging if a call ignores its deadline.
+pub async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("a client call outlived its deadline by far")
+}
+
+/// A one-range token whose LSNs are `lsn`.
+pub fn token(lsn: u64) -> String {
+    format!("0:1#{lsn}#1={lsn}")
+}
+
 pub fn memory_store() -> Arc<dyn TokenStore> {
     Arc::new(MemoryStore::new(100_000))
 }
