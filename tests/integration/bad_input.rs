@@ -82,8 +82,12 @@ async fn bad_puts_are_invalid_argument_with_field_and_reason() {
             "region id \"x\" is not a number",
         ),
         (
-            put(SCOPE, KEY, "0:1#10#1=-7"),
-            "region LSN \"-7\" is out of range",
+            put(SCOPE, KEY, "0:1#10#1=-0"),
+            "region LSN \"-0\" is a negative zero",
+        ),
+        (
+            put(SCOPE, KEY, "0:1#-9223372036854775809"),
+            "global LSN \"-9223372036854775809\" is out of range",
         ),
         (
             put(SCOPE, KEY, &over_i64),
@@ -94,9 +98,11 @@ async fn bad_puts_are_invalid_argument_with_field_and_reason() {
             put(SCOPE, KEY, "0:1#10,,1:1#1"),
             "segment 1 (\"\") is empty",
         ),
+        // A range named twice is merged (as the SDKs do), unless its two tokens do not merge.
         (
-            put(SCOPE, KEY, "0:1#10,0:1#11"),
-            "pkRangeId 0 appears more than once",
+            put(SCOPE, KEY, "0:1#10,0:1#11#2=5"),
+            "segment 1 (\"0:1#11#2=5\") repeats the pkRangeId of an earlier segment and does not \
+             merge with it: range 0: tokens at version 1 name different regions ([] vs [2])",
         ),
     ];
     for (request, reason) in cases {

@@ -1,5 +1,7 @@
 //! The Redis merge script against the Rust merge: random token pairs through both must give
-//! identical results (merged token or the same error), LSNs above 2^53 included.
+//! identical results (merged token or the same error), over the whole signed 64-bit range:
+//! LSNs beyond ±2^53, negatives of every length (the script compares canonical decimal strings,
+//! where a longer negative is the smaller number), and both ends of i64.
 
 use broker::SessionToken;
 use broker::storage::redis::{MERGE_SCRIPT_SOURCE, MergeReply, decode_merge_reply};
@@ -12,11 +14,19 @@ use crate::support::redis::RedisServer;
 fn lsn() -> impl Strategy<Value = i64> {
     prop_oneof![
         Just(-1i64),
-        0i64..12,
+        -12i64..12,
         (1i64 << 53) - 3..(1i64 << 53) + 3,
+        -(1i64 << 53) - 3..-(1i64 << 53) + 3,
         (i64::MAX - 3)..=i64::MAX,
-        any::<i64>().prop_map(|v| v.abs().max(0)),
+        i64::MIN..=i64::MIN + 3,
+        any::<i64>(),
     ]
+}
+
+/// Versions: mostly a few small ones of both signs (pairs often share one: merges and region
+/// conflicts), sometimes the ends of i64.
+fn version() -> impl Strategy<Value = i64> {
+    prop_oneof![8 => -3i64..3, 1 => Just(i64::MIN), 1 => Just(i64::MAX)]
 }
 
 /// Tokens drawn so that pairs often share ranges and versions (merges), and sometimes
@@ -24,7 +34,7 @@ fn lsn() -> impl Strategy<Value = i64> {
 fn partition_token() -> impl Strategy<Value = PartitionToken> {
     prop_oneof![
         1 => lsn().prop_map(PartitionToken::Simple),
-        6 => (-1i64..3, lsn(), proptest::collection::btree_map(
+        6 => (version(), lsn(), proptest::collection::btree_map(
                 prop_oneof![0u32..3, Just(u32::MAX)], lsn(), 0..3))
             .prop_map(|(version, global_lsn, regions)| PartitionToken::Vector(VectorToken {
                 version, global_lsn, regions,

@@ -6,8 +6,14 @@
 //!
 //! A header value is one or more comma-joined segments `<pkRangeId>:<token>`, where a token is
 //! either a *vector* token `<version>#<globalLSN>[#<regionId>=<localLSN>]*` or a *simple* token
-//! (a bare LSN, from API versions before 2018-06-18). The merge follows Microsoft's .NET, Java and
-//! Python SDKs:
+//! (a bare LSN, from API versions before 2018-06-18). Versions and LSNs are signed 64-bit
+//! numbers, negatives included, as in the SDKs (`0:-2#1500`, `0:1#5#1=-5`); region ids are
+//! unsigned 32-bit. A header that names one range twice (`0:-1#105,0:-1#107`) parses as the merge
+//! of its segments. The parser is strict about everything else; see [`ParseError`] and
+//! [`SessionToken::parse`].
+//!
+//! The merge follows Microsoft's .NET, Java and Python SDKs, comparing numbers as plain signed
+//! 64-bit integers:
 //!
 //! - same version: global LSN and every region LSN take the maximum; the two tokens must name the
 //!   same regions, otherwise the merge fails ([`MergeError::RegionSetMismatch`]);
@@ -22,8 +28,9 @@
 //! Outside that condition the SDK rule (maximum over shared regions across versions) can carry or
 //! drop a returning region's LSN depending on fold order; every order still covers all inputs.
 //!
-//! Output is canonical: segments ordered by range id (numerically where the ids are numbers),
-//! regions ordered by id, numbers without leading zeros. Equal token sets give equal strings.
+//! Output is canonical: one segment per range, segments ordered by range id (numerically where
+//! the ids are numbers), regions ordered by id, numbers in decimal without leading zeros (`-N`
+//! for negatives, never `-0`). Equal token sets give equal strings.
 
 mod parse;
 mod partition;

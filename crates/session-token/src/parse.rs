@@ -1,13 +1,30 @@
 //! Parsing header values, strictly.
 //!
 //! Why strict: the SDKs disagree on oddities (whitespace, `+`, empty numbers, trailing `#`), and
-//! a token the broker cannot vouch for makes Cosmos retry 404/1002 for about 30 seconds. So
-//! anything ambiguous is rejected with an error that says which segment and which field.
+//! a token the broker cannot vouch for fails the reads it is sent with (the Rust SDK answers
+//! 503/20310 after its retries; SDKs in direct mode retry for longer). So anything ambiguous is
+//! rejected with an error that says which segment and which field.
+//!
+//! Why not stricter: whatever the .NET, Java and Python SDKs accept as a meaningful value is
+//! accepted and merged as they merge it, so that a token that works with the SDK works through
+//! the broker:
+//!
+//! - versions and LSNs are any signed 64-bit value (`i64::MIN..=i64::MAX`): `0:-2#1500` is what
+//!   Microsoft's documented simple-to-vector conversion produces, and a region LSN of `-5` parses
+//!   in every SDK. Written as an optional `-` and ASCII digits; leading zeros are accepted and
+//!   dropped on output (`007` is 7, `-007` is -7). A sign must mean something: `+5` and a negative
+//!   zero (`-0`, `-00`) are rejected. Region ids are unsigned 32-bit (as in the SDKs), digits only;
+//! - a header naming one range twice (`0:-1#105,0:-1#107`, as tools that concatenate headers
+//!   produce) is merged per range in header order, as the .NET SDK and the Rust driver do; when
+//!   the segments of one range do not merge, the header is rejected
+//!   ([`ParseErrorKind::DuplicateRangeConflict`]);
+//! - a region id repeated within one token: the last value wins, as in the SDKs.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 
-use crate::partition::{PartitionToken, VectorToken};
+use crate::partition::{MergeError, PartitionToken, VectorToken};
 use crate::range_id::{PkRangeId, RangeIdError};
 
 /// The part of a segment an error is about.
@@ -34,6 +51,24 @@ impl fmt::Display for Field {
     }
 }
 
+impl Field {
+    /// How the field is written, for error messages.
+    fn syntax(self) -> &'static str {
+        match self {
+            Self::RegionId => "decimal digits",
+            _ => "decimal digits, optionally after '-'",
+        }
+    }
+
+    /// The values the field accepts, for error messages.
+    fn bounds(self) -> &'static str {
+        match self {
+            Self::RegionId => "0..=4294967295, an unsigned 32-bit integer",
+            _ => "-9223372036854775808..=9223372036854775807, a signed 64-bit integer",
+        }
+    }
+}
+
 /// What is wrong with a segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
@@ -43,18 +78,25 @@ pub enum ParseErrorKind {
     MissingColon,
     #[error("pkRangeId {0}")]
     RangeId(RangeIdError),
-    #[error("{field} {value:?} is not a number")]
+    #[error("{field} {value:?} is not a number (must be {})", .field.syntax())]
     NotANumber { field: Field, value: String },
     #[error("{field} is empty")]
     EmptyNumber { field: Field },
-    #[error("{field} {value:?} is out of range (must be -1 or 0..={max})", max = i64::MAX)]
+    #[error("{field} {value:?} is out of range (must be within {})", .field.bounds())]
     OutOfRange { field: Field, value: String },
+    /// `-0`, `-00`, ...: zero has no sign, and no SDK writes one; a sign must make the number
+    /// negative (as `+` is rejected, so is a `-` that changes nothing).
+    #[error("{field} {value:?} is a negative zero (a sign must make the number negative: write 0)")]
+    NegativeZero { field: Field, value: String },
     #[error("region {value:?} has no '=' between region id and LSN")]
     MissingEquals { value: String },
     #[error("region entry is empty (a trailing or doubled '#')")]
     EmptyRegion,
-    #[error("pkRangeId {0} appears more than once (merge tokens with MergeToken first)")]
-    DuplicateRange(String),
+    /// The segment names a range that an earlier segment of the header already named, and the
+    /// two tokens do not merge (different regions at one version, or a simple and a vector
+    /// token). Repeated ranges whose tokens merge are accepted and merged.
+    #[error("repeats the pkRangeId of an earlier segment and does not merge with it: {0}")]
+    DuplicateRangeConflict(MergeError),
 }
 
 /// A header value that does not parse.
@@ -87,29 +129,29 @@ fn quote(segment: &str) -> String {
     format!("{}...", &segment[..end])
 }
 
-/// Parses a signed 64-bit LSN or version: `-1`, or ASCII digits. No sign, space or `+`.
+/// Parses a version or LSN: an optional `-` and ASCII digits, within `i64`. No `+`, no space, no
+/// negative zero.
 fn number(field: Field, s: &str) -> Result<i64, ParseErrorKind> {
     if s.is_empty() {
         return Err(ParseErrorKind::EmptyNumber { field });
     }
-    if s == "-1" {
-        return Ok(-1);
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, s),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseErrorKind::NotANumber {
+            field,
+            value: quote(s),
+        });
     }
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(
-            if s.len() > 1 && s.starts_with('-') && s[1..].bytes().all(|b| b.is_ascii_digit()) {
-                ParseErrorKind::OutOfRange {
-                    field,
-                    value: quote(s),
-                }
-            } else {
-                ParseErrorKind::NotANumber {
-                    field,
-                    value: quote(s),
-                }
-            },
-        );
+    if negative && digits.bytes().all(|b| b == b'0') {
+        return Err(ParseErrorKind::NegativeZero {
+            field,
+            value: quote(s),
+        });
     }
+    // Only '-' and digits are left, which `i64::from_str` reads exactly (leading zeros too).
     s.parse::<i64>().map_err(|_| ParseErrorKind::OutOfRange {
         field,
         value: quote(s),
@@ -162,7 +204,8 @@ pub(crate) fn partition_token(s: &str) -> Result<PartitionToken, ParseErrorKind>
     }))
 }
 
-/// Parses a whole header value into its segments, in order.
+/// Parses a whole header value into its tokens by range; the segments of a range named more than
+/// once are merged in header order.
 pub(crate) fn segments(value: &str) -> Result<BTreeMap<PkRangeId, PartitionToken>, ParseError> {
     if value.is_empty() {
         return Err(ParseError::Empty);
@@ -185,10 +228,18 @@ pub(crate) fn segments(value: &str) -> Result<BTreeMap<PkRangeId, PartitionToken
             .ok_or_else(|| fail(ParseErrorKind::MissingColon))?;
         let id = PkRangeId::new(id).map_err(|e| fail(ParseErrorKind::RangeId(e)))?;
         let token = partition_token(token).map_err(fail)?;
-        if out.contains_key(&id) {
-            return Err(fail(ParseErrorKind::DuplicateRange(id.to_string())));
+        match out.entry(id) {
+            Entry::Vacant(entry) => {
+                entry.insert(token);
+            }
+            Entry::Occupied(mut entry) => {
+                let merged = entry
+                    .get()
+                    .merge(&token, entry.key().as_str())
+                    .map_err(|e| fail(ParseErrorKind::DuplicateRangeConflict(e)))?;
+                entry.insert(merged);
+            }
         }
-        out.insert(id, token);
     }
     Ok(out)
 }

@@ -9,7 +9,9 @@ use std::fmt;
 /// A vector session token: `<version>#<globalLSN>[#<regionId>=<localLSN>]*`.
 ///
 /// `version` counts topology changes of the partition and may be `-1` (no version yet); a
-/// region LSN of `-1` means no progress in that region yet. All numbers are 64-bit.
+/// region LSN of `-1` means no progress in that region yet. Versions and LSNs are any signed
+/// 64-bit value (the SDKs accept every one, e.g. `-2` from Microsoft's token-conversion sample)
+/// and compare as plain signed integers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VectorToken {
     pub version: i64,
@@ -200,6 +202,28 @@ mod tests {
         assert_eq!(a.merge(&b, "0").unwrap(), b);
         assert!(a.is_covered_by(&b));
         assert!(!b.is_covered_by(&a));
+    }
+
+    #[test]
+    fn any_negative_is_an_ordinary_signed_number() {
+        let min = i64::MIN;
+        let low = v(-2, 1500, &[(1, -5), (2, min)]);
+        let high = v(-1, -3, &[(1, -7), (2, -9)]);
+        // Higher version wins wholesale (global -3 < 1500); shared regions take the signed max.
+        let merged = low.merge(&high, "0").unwrap();
+        assert_eq!(merged, v(-1, -3, &[(1, -5), (2, -9)]));
+        assert_eq!(high.merge(&low, "0").unwrap(), merged);
+        assert!(low.is_covered_by(&merged) && high.is_covered_by(&merged));
+        let same = v(min, min, &[(1, -10)]);
+        assert_eq!(
+            same.merge(&v(min, -9, &[(1, -11)]), "0").unwrap(),
+            v(min, -9, &[(1, -10)])
+        );
+        assert!(!v(min, -9, &[]).is_covered_by(&v(min, -10, &[])));
+        assert_eq!(
+            PartitionToken::Simple(-70).merge(&PartitionToken::Simple(-7), "0"),
+            Ok(PartitionToken::Simple(-7))
+        );
     }
 
     #[test]

@@ -18,6 +18,16 @@ pub struct SessionToken {
 
 impl SessionToken {
     /// Parses a header value. See [`ParseError`] for what is rejected.
+    ///
+    /// Accepted as the .NET, Java and Python SDKs accept them: any signed 64-bit version or LSN
+    /// (an optional `-`, then digits; leading zeros are dropped), a region id repeated within a
+    /// token (the last value wins), and a range named by more than one segment (the segments
+    /// are merged in header order, so `0:-1#105,0:-1#107` parses as `0:-1#107`; segments of one
+    /// range that do not merge fail with [`ParseErrorKind::DuplicateRangeConflict`]).
+    /// Rejected, with the segment and the field named: whitespace, `+`, a negative zero (`-0`),
+    /// empty fields and segments, numbers outside 64 bits (region ids: 32 bits unsigned).
+    ///
+    /// [`ParseErrorKind::DuplicateRangeConflict`]: crate::ParseErrorKind::DuplicateRangeConflict
     pub fn parse(value: &str) -> Result<Self, ParseError> {
         parse::segments(value).map(|segments| Self { segments })
     }
@@ -146,62 +156,186 @@ mod tests {
 
     #[test]
     fn lsns_keep_all_64_bits() {
-        let max = i64::MAX;
-        let s = format!("0:{max}#{max}#4294967295={max}");
-        assert_eq!(t(&s).to_string(), s);
-        let over = format!("0:1#{}", u64::MAX);
-        let err = SessionToken::parse(&over).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ParseError::Segment {
-                    kind: ParseErrorKind::OutOfRange {
-                        field: Field::GlobalLsn,
-                        ..
-                    },
-                    ..
-                }
+        let (max, min) = (i64::MAX, i64::MIN);
+        for s in [
+            format!("0:{max}#{max}#4294967295={max}"),
+            format!("0:{min}#{min}#0={min}"),
+            format!("0:{min}"),
+        ] {
+            assert_eq!(t(&s).to_string(), s);
+        }
+        for (over, field) in [
+            (format!("0:1#{}", u64::MAX), Field::GlobalLsn),
+            (format!("0:{}#1", i128::from(min) - 1), Field::Version),
+            (format!("0:1#1#2={}", i128::from(max) + 1), Field::RegionLsn),
+            (
+                format!("0:1#1#{}=1", u64::from(u32::MAX) + 1),
+                Field::RegionId,
             ),
-            "{err}"
+        ] {
+            let err = SessionToken::parse(&over).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ParseError::Segment {
+                        kind: ParseErrorKind::OutOfRange { field: f, .. },
+                        ..
+                    } if *f == field
+                ),
+                "{over}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn negative_versions_and_lsns_parse_as_in_the_sdks() {
+        // Microsoft's documented simple-to-vector conversion yields version -2.
+        let converted = t("0:-2#1500");
+        let Some(PartitionToken::Vector(v)) = converted.get("0") else {
+            panic!("not a vector token: {converted}");
+        };
+        assert_eq!((v.version, v.global_lsn), (-2, 1500));
+        assert_eq!(converted.to_string(), "0:-2#1500");
+        // A region LSN of -5 parses everywhere; so do negative global and simple LSNs.
+        assert_eq!(t("0:1#5#1=-5").to_string(), "0:1#5#1=-5");
+        assert_eq!(t("0:3#-7,1:-42").to_string(), "0:3#-7,1:-42");
+        // Leading zeros are dropped, as for positive numbers.
+        assert_eq!(t("0:-002#-0015#1=-09").to_string(), "0:-2#-15#1=-9");
+    }
+
+    #[test]
+    fn negative_numbers_compare_as_signed_integers() {
+        // The higher version wins: -1 over -2, whatever the global LSNs.
+        assert_eq!(
+            t("0:-2#1500").merge(&t("0:-1#3")).unwrap().to_string(),
+            "0:-1#3"
+        );
+        // -5 is behind -1, and -10 behind -9 (longer is not larger below zero).
+        assert_eq!(
+            t("0:1#-10#1=-5#2=-10")
+                .merge(&t("0:1#-9#1=-1#2=-9"))
+                .unwrap()
+                .to_string(),
+            "0:1#-9#1=-1#2=-9"
+        );
+        assert!(t("0:1#-10#1=-5").is_covered_by(&t("0:1#-9#1=-5")));
+        assert!(!t("0:1#-9#1=-5").is_covered_by(&t("0:1#-10#1=-5")));
+        assert_eq!(t("0:-7").merge(&t("0:-70")).unwrap().to_string(), "0:-7");
+        let min = i64::MIN;
+        assert_eq!(
+            t(&format!("0:{min}#5"))
+                .merge(&t("0:-1#1"))
+                .unwrap()
+                .to_string(),
+            "0:-1#1"
+        );
+    }
+
+    #[test]
+    fn a_range_named_twice_is_merged() {
+        assert_eq!(t("0:-1#105,0:-1#107").to_string(), "0:-1#107");
+        assert_eq!(t("0:-1#107,0:-1#105").to_string(), "0:-1#107");
+        assert_eq!(
+            t("3:1#9#1=4,0:500,3:2#8#1=1#2=6,0:501,3:1#10#1=9").to_string(),
+            "0:501,3:2#8#1=9#2=6"
+        );
+        let segments = ["0:1#100#1=20", "4:3", "0:1#90#1=30", "4:7"];
+        let merged = SessionToken::merge_all(&segments.map(t)).unwrap().unwrap();
+        assert_eq!(t(&segments.join(",")), merged);
+        assert_eq!(merged.to_string(), "0:1#100#1=30,4:7");
+    }
+
+    #[test]
+    fn a_range_named_twice_that_does_not_merge_is_refused() {
+        let err = SessionToken::parse("0:1#10#1=5,2:7,0:1#11#2=6").unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::Segment {
+                index: 2,
+                segment: "0:1#11#2=6".into(),
+                kind: ParseErrorKind::DuplicateRangeConflict(MergeError::RegionSetMismatch {
+                    range: "0".into(),
+                    version: 1,
+                    left: "[1]".into(),
+                    right: "[2]".into(),
+                }),
+            }
+        );
+        let err = SessionToken::parse("5:1#10,5:10").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "segment 1 (\"5:10\") repeats the pkRangeId of an earlier segment and does not merge \
+             with it: range 5: a simple token and a vector token cannot be merged"
         );
     }
 
     #[test]
     fn errors_name_segment_and_field() {
+        const SIGNED: &str = "is not a number (must be decimal digits, optionally after '-')";
+        const NEG_ZERO: &str = "is a negative zero (a sign must make the number negative: write 0)";
         let cases = [
-            ("", "session token is empty"),
-            ("0:1# 5", "session token contains whitespace at byte 4"),
-            ("0:1#5,", "segment 1 (\"\") is empty"),
+            ("", "session token is empty".to_string()),
+            ("0:1# 5", "session token contains whitespace at byte 4".into()),
+            ("0:- 1#5", "session token contains whitespace at byte 3".into()),
+            ("0:1#5,", "segment 1 (\"\") is empty".into()),
             (
                 "1#5",
-                "segment 0 (\"1#5\") has no ':' between pkRangeId and token",
+                "segment 0 (\"1#5\") has no ':' between pkRangeId and token".into(),
             ),
-            (":1#5", "segment 0 (\":1#5\") pkRangeId is empty"),
+            (":1#5", "segment 0 (\":1#5\") pkRangeId is empty".into()),
             (
                 "0:1#5#",
-                "segment 0 (\"0:1#5#\") region entry is empty (a trailing or doubled '#')",
+                "segment 0 (\"0:1#5#\") region entry is empty (a trailing or doubled '#')".into(),
             ),
+            ("0:+1#5", format!("segment 0 (\"0:+1#5\") version \"+1\" {SIGNED}")),
+            ("0:1#-", format!("segment 0 (\"0:1#-\") global LSN \"-\" {SIGNED}")),
+            ("0:--1", format!("segment 0 (\"0:--1\") LSN \"--1\" {SIGNED}")),
             (
-                "0:+1#5",
-                "segment 0 (\"0:+1#5\") version \"+1\" is not a number",
+                "0:1#5#1=-+3",
+                format!("segment 0 (\"0:1#5#1=-+3\") region LSN \"-+3\" {SIGNED}"),
             ),
-            ("0:1##", "segment 0 (\"0:1##\") global LSN is empty"),
-            ("0:", "segment 0 (\"0:\") LSN is empty"),
+            ("0:1#5-", format!("segment 0 (\"0:1#5-\") global LSN \"5-\" {SIGNED}")),
+            ("0:1##", "segment 0 (\"0:1##\") global LSN is empty".into()),
+            ("0:", "segment 0 (\"0:\") LSN is empty".into()),
             (
                 "0:1#5#1",
-                "segment 0 (\"0:1#5#1\") region \"1\" has no '=' between region id and LSN",
+                "segment 0 (\"0:1#5#1\") region \"1\" has no '=' between region id and LSN".into(),
             ),
             (
                 "0:1#5#x=1",
-                "segment 0 (\"0:1#5#x=1\") region id \"x\" is not a number",
+                "segment 0 (\"0:1#5#x=1\") region id \"x\" is not a number (must be decimal digits)"
+                    .into(),
             ),
             (
-                "0:1#5#1=-2",
-                "segment 0 (\"0:1#5#1=-2\") region LSN \"-2\" is out of range (must be -1 or 0..=9223372036854775807)",
+                "0:1#5#-1=1",
+                "segment 0 (\"0:1#5#-1=1\") region id \"-1\" is not a number (must be decimal digits)"
+                    .into(),
+            ),
+            ("0:1#5,1:-0#5", format!("segment 1 (\"1:-0#5\") version \"-0\" {NEG_ZERO}")),
+            (
+                "0:1#5#1=-000",
+                format!("segment 0 (\"0:1#5#1=-000\") region LSN \"-000\" {NEG_ZERO}"),
+            ),
+            ("0:-0", format!("segment 0 (\"0:-0\") LSN \"-0\" {NEG_ZERO}")),
+            (
+                "0:1#-9223372036854775809",
+                "segment 0 (\"0:1#-9223372036854775809\") global LSN \"-9223372036854775809\" is \
+                 out of range (must be within -9223372036854775808..=9223372036854775807, a \
+                 signed 64-bit integer)"
+                    .into(),
             ),
             (
-                "0:1#5,0:2#5",
-                "segment 1 (\"0:2#5\") pkRangeId 0 appears more than once (merge tokens with MergeToken first)",
+                "0:1#5#4294967296=1",
+                "segment 0 (\"0:1#5#4294967296=1\") region id \"4294967296\" is out of range \
+                 (must be within 0..=4294967295, an unsigned 32-bit integer)"
+                    .into(),
+            ),
+            (
+                "0:2#5,0:2#6#1=1",
+                "segment 1 (\"0:2#6#1=1\") repeats the pkRangeId of an earlier segment and does \
+                 not merge with it: range 0: tokens at version 2 name different regions ([] vs \
+                 [1])"
+                    .into(),
             ),
         ];
         for (input, message) in cases {

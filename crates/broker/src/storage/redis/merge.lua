@@ -15,9 +15,12 @@
 --
 -- This is the Rust merge (crates/session-token), rule for rule; a property test runs both on
 -- random pairs and requires identical output. Numbers stay strings throughout: Lua numbers are
--- doubles and LSNs are 64-bit, so every comparison is on canonical decimal strings ("-1" or
--- digits without leading zeros). Strings are compared byte by byte, never with '<' (which
--- uses the locale's collation).
+-- doubles and versions and LSNs are signed 64-bit (any value, negatives included, as in the
+-- SDKs), so every comparison is on canonical decimal strings: "0", or an optional "-" and digits
+-- without leading zeros, within -9223372036854775808..9223372036854775807 (never "-0").
+-- Strings are compared byte by byte, never with '<' (which uses the locale's collation).
+-- The script only ever receives tokens formatted by the Rust crate (canonical: one segment per
+-- range), so it does not merge repeated ranges; a value that is not canonical does not parse.
 
 local function bytes_lt(a, b)
   local n = math.min(#a, #b)
@@ -28,15 +31,27 @@ local function bytes_lt(a, b)
   return #a < #b
 end
 
--- Canonical numbers: "-1" is the only negative; otherwise longer is larger.
+-- Compares two canonical numbers (see is_num) as signed 64-bit integers: -1, 0 or 1.
+-- A negative is below every non-negative; between two of one sign, the longer magnitude is the
+-- larger (no leading zeros), and equal lengths compare byte by byte; negatives reverse that.
 local function cmp_num(a, b)
   if a == b then return 0 end
-  if a == "-1" then return -1 end
-  if b == "-1" then return 1 end
-  if #a ~= #b then
-    if #a < #b then return -1 else return 1 end
+  local a_neg, b_neg = string.byte(a, 1) == 45, string.byte(b, 1) == 45 -- '-'
+  if a_neg ~= b_neg then
+    if a_neg then return -1 else return 1 end
   end
-  if bytes_lt(a, b) then return -1 else return 1 end
+  local ma, mb = a, b
+  if a_neg then ma, mb = string.sub(a, 2), string.sub(b, 2) end
+  local c
+  if #ma ~= #mb then
+    if #ma < #mb then c = -1 else c = 1 end
+  elseif bytes_lt(ma, mb) then
+    c = -1
+  else
+    c = 1
+  end
+  if a_neg then return -c end
+  return c
 end
 
 local function max_num(a, b)
@@ -61,8 +76,18 @@ local function range_key_lt(a, b)
   return bytes_lt(a[3], b[3])
 end
 
+-- A canonical signed 64-bit number: "0", or an optional "-" and digits with no leading zero,
+-- not beyond 64 bits. Canonical form is what makes cmp_num's length comparison valid.
+local I64_MAX, I64_MIN_MAGNITUDE = "9223372036854775807", "9223372036854775808"
 local function is_num(s)
-  return s == "-1" or string.find(s, "^%d+$") ~= nil
+  if s == "0" then return true end
+  local neg, digits = false, s
+  if string.byte(s, 1) == 45 then neg, digits = true, string.sub(s, 2) end
+  if string.find(digits, "^[1-9]%d*$") == nil then return false end
+  if #digits ~= 19 then return #digits < 19 end
+  local limit = I64_MAX
+  if neg then limit = I64_MIN_MAGNITUDE end
+  return not bytes_lt(limit, digits)
 end
 
 -- Parses a canonical header value: returns (tokens by range id, range ids in order) or nil.
@@ -78,7 +103,7 @@ local function parse(s)
       if #parts < 2 or not is_num(parts[1]) or not is_num(parts[2]) then return nil end
       t = { version = parts[1], global = parts[2], regions = {}, rids = {} }
       for i = 3, #parts do
-        local rid, lsn = string.match(parts[i], "^(%d+)=(%-?%d+)$")
+        local rid, lsn = string.match(parts[i], "^(%d+)=(.+)$")
         if not rid or not is_num(lsn) or t.regions[rid] then return nil end
         t.regions[rid] = lsn
         t.rids[#t.rids + 1] = rid
