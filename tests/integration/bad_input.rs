@@ -1,7 +1,9 @@
 //! A table of bad inputs: each gets INVALID_ARGUMENT naming the field and the reason, and the
 //! stored token survives all of them unchanged.
 
-use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest};
+use tokenbroker_proto::v1::{
+    DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest,
+};
 use tonic::Code;
 
 use crate::support::{TestBroker, settings};
@@ -194,5 +196,66 @@ async fn bad_gets_and_merges_are_invalid_argument() {
             status.message()
         );
     }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn bad_discards_are_invalid_argument_and_leave_the_stored_token() {
+    let mut s = settings();
+    s.limits.max_segments = 2;
+    let broker = TestBroker::start(s).await;
+    let mut c = broker.client().await;
+    c.put_token(put(SCOPE, KEY, STORED)).await.unwrap();
+
+    let discard = |scope: &str, key: &str, token: &str, ranges: &[&str]| DiscardTokenRequest {
+        scope: scope.into(),
+        key: key.into(),
+        session_token: token.into(),
+        partition_key_range_ids: ranges.iter().map(|r| r.to_string()).collect(),
+    };
+    let cases = [
+        (discard("", KEY, STORED, &[]), "scope: is required"),
+        (discard(SCOPE, "", STORED, &[]), "key: is required"),
+        (discard(SCOPE, KEY, "", &[]), "session_token: is required"),
+        (
+            discard(SCOPE, KEY, "0:1#10#", &[]),
+            "session_token: segment 0 (\"0:1#10#\") region entry is empty",
+        ),
+        (
+            discard(SCOPE, KEY, "0:1#1,1:1#1,2:1#1", &[]),
+            "session_token: has 3 segments, more than the limit of 2",
+        ),
+        (
+            discard(SCOPE, KEY, STORED, &["0", "a:b"]),
+            "partition_key_range_ids[1]: contains ':'",
+        ),
+        (
+            discard(SCOPE, KEY, STORED, &["0", "7"]),
+            "partition_key_range_ids[1]: range \"7\" is not in session_token",
+        ),
+    ];
+    for (request, reason) in cases {
+        let label = format!("{request:?}");
+        let status = c.discard_token(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{label}: {status:?}");
+        assert!(
+            status.message().contains(reason),
+            "{label}: got {:?}, want {reason:?}",
+            status.message()
+        );
+    }
+    let stored = c
+        .get_token(GetTokenRequest {
+            scope: SCOPE.into(),
+            key: KEY.into(),
+            partition_key_range_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stored.session_token, STORED,
+        "a bad discard changed the stored token"
+    );
     broker.stop().await;
 }

@@ -92,6 +92,41 @@ async fn put_get_merge_and_health_against_a_running_broker() {
         stderr(&missing)
     );
 
+    // Discard: range 3's stored segment is ahead of the failed one and goes; range 0 stays.
+    let discard = cli(&with(
+        "discard",
+        &[
+            "--scope",
+            "acct/db/orders",
+            "--key",
+            "user-1",
+            "3:1#100#1=20",
+        ],
+    ))
+    .await;
+    assert_eq!(discard.status.code(), Some(0), "{}", stderr(&discard));
+    assert_eq!(stdout(&discard), "0:2#5#1=1\n");
+    assert!(
+        stderr(&discard).contains("discarded ranges: 3"),
+        "{}",
+        stderr(&discard)
+    );
+    let again = cli(&with(
+        "discard",
+        &[
+            "--scope",
+            "acct/db/orders",
+            "--key",
+            "user-1",
+            "--range",
+            "0",
+            "0:3#1#1=1,3:1#1#1=1",
+        ],
+    ))
+    .await;
+    assert_eq!(again.status.code(), Some(1), "nothing at or ahead: exit 1");
+    assert_eq!(stdout(&again), "0:2#5#1=1\n");
+
     let merge = cli(&with("merge", &["0:1#5#1=3", "0:2#3#1=1"])).await;
     assert!(merge.status.success(), "{}", stderr(&merge));
     assert_eq!(stdout(&merge), "0:2#3#1=3\n");

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod connection_age;
 mod deploy_manifests;
+mod discard;
 mod grpc_api;
 mod lua_merge;
 mod observability;

@@ -59,6 +59,16 @@ macro_rules! suite_against {
                 let (s, _p, _f) = store().await;
                 behaviour::ttl_expires_and_every_put_refreshes_it(&s).await;
             }
+            #[tokio::test]
+            async fn discard_removes_segments_at_or_ahead_of_the_failed_token() {
+                let (s, _p, _f) = store().await;
+                behaviour::discard_removes_segments_at_or_ahead_of_the_failed_token(&s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn discards_racing_with_puts_lose_no_put() {
+                let (s, _p, _f) = store().await;
+                behaviour::discards_racing_with_puts_lose_no_put(Arc::new(s)).await;
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_puts_lose_nothing() {
                 let (s, _p, _f) = store().await;

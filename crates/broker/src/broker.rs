@@ -12,6 +12,7 @@ use session_token::{MergeError, SessionToken};
 
 use crate::limits::{InvalidArgument, Limits};
 use crate::metrics::Sample;
+use crate::storage::discard::Discarded;
 use crate::storage::{PutParams, StoreError, StoreKey, TokenStore};
 
 /// Settings of the broker's operations.
@@ -146,6 +147,50 @@ impl Broker {
             token,
             degraded: lookup.degraded,
         })
+    }
+
+    /// Removes from the token stored under (`scope`, `key`) the ranges of `failed` (all of them,
+    /// or only `ranges` when not empty) whose stored segment is at least as far ahead as the
+    /// failed one: the token a read carried and Cosmos could not serve. See
+    /// [`crate::storage::discard`] for the rule; every store instance applies it atomically.
+    ///
+    /// Errors: `InvalidArgument` for a bad field, or a range in `ranges` that `failed` does not
+    /// name; `Unavailable` when a store instance could not be reached.
+    pub async fn discard(
+        &self,
+        scope: &str,
+        key: &str,
+        failed: &str,
+        ranges: &[String],
+    ) -> Result<Discarded, BrokerError> {
+        self.limits.scope(scope)?;
+        self.limits.key(key)?;
+        let failed = self.limits.token("session_token", failed)?;
+        let field = "partition_key_range_ids";
+        self.limits.range_ids(field, ranges)?;
+        let failed = if ranges.is_empty() {
+            failed
+        } else {
+            if let Some((i, missing)) = ranges
+                .iter()
+                .enumerate()
+                .find(|(_, r)| failed.get(r).is_none())
+            {
+                return Err(InvalidArgument {
+                    field: format!("{field}[{i}]"),
+                    reason: format!("range {missing:?} is not in session_token"),
+                }
+                .into());
+            }
+            failed.filter(ranges).ok_or_else(|| InvalidArgument {
+                field: field.into(),
+                reason: "names no range of session_token".into(),
+            })?
+        };
+        Ok(self
+            .store
+            .discard(&StoreKey::new(scope, key), &failed)
+            .await?)
     }
 
     /// Merges tokens without storing anything.

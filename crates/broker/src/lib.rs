@@ -13,4 +13,5 @@ pub mod storage;
 pub use broker::{Broker, BrokerError, GetResult, PutOptions};
 pub use limits::{InvalidArgument, Limits};
 pub use session_token::SessionToken;
+pub use storage::discard::Discarded;
 pub use storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};

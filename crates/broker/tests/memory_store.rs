@@ -29,7 +29,13 @@ suite!(
     segment_limit_applies_to_the_merged_token,
     keys_and_scopes_do_not_collide,
     ttl_expires_and_every_put_refreshes_it,
+    discard_removes_segments_at_or_ahead_of_the_failed_token,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discards_racing_with_puts_lose_no_put() {
+    behaviour::discards_racing_with_puts_lose_no_put(Arc::new(store())).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_puts_lose_nothing() {

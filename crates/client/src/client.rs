@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient as ProtoClient;
-use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest};
+use tokenbroker_proto::v1::{
+    DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -177,6 +179,56 @@ impl TokenBrokerClient {
         .map(|reply| reply.session_token)
     }
 
+    /// `DiscardToken`: removes from the token stored under (`scope`, `key`) the ranges of
+    /// `session_token` (all, or only `range_ids` when not empty) whose stored segment is at
+    /// least as far ahead: the token a read carried and Cosmos could not serve. Returns the
+    /// ranges removed.
+    pub async fn discard_token(
+        &self,
+        scope: &str,
+        key: &str,
+        session_token: &str,
+        range_ids: &[String],
+    ) -> Result<Vec<String>, ClientError> {
+        let request = DiscardTokenRequest {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            session_token: session_token.to_owned(),
+            partition_key_range_ids: range_ids.to_vec(),
+        };
+        self.call(|mut client, request_timeout| {
+            let mut request = Request::new(request.clone());
+            request.set_timeout(request_timeout);
+            async move { client.discard_token(request).await }
+        })
+        .await
+        .map(|reply| reply.discarded_partition_key_range_ids)
+    }
+
+    /// Reports a read that failed on the broker's token and succeeded once made again without
+    /// it (the fallback of docs/clients.md): counts it ([`ClientStats::fallback_reads`]), logs
+    /// it at warn with the scope and the ranges (never the key), and discards the token's
+    /// ranges from the broker so that the next reader does not meet it. Returns whether the
+    /// broker answered the discard; on a broker error it logs and counts instead. Never fails.
+    pub async fn report_unservable(&self, scope: &str, key: &str, session_token: &str) -> bool {
+        let stats = &self.inner.stats;
+        bump(&stats.fallback_reads);
+        let ranges = range_ids_of(session_token);
+        tracing::warn!(
+            scope,
+            ranges,
+            "the broker's token could not be served: read again without it, discarding it"
+        );
+        match self.discard_token(scope, key, session_token, &[]).await {
+            Ok(_) => true,
+            Err(error) => {
+                bump(&stats.discard_failures);
+                tracing::warn!(%error, scope, ranges, "tokenbroker DiscardToken failed; the token stays");
+                false
+            }
+        }
+    }
+
     /// The token to send with a read of (`scope`, `key`), or `None`: nothing stored, or the
     /// broker failed or timed out (logged and counted). Never fails.
     pub async fn token_for_read(
@@ -294,4 +346,13 @@ impl TokenBrokerClient {
             ClientError::AllEndpointsOpen
         }))
     }
+}
+
+/// The range ids of a header value (`0:1#5,3:2#9` gives `0,3`), for logs.
+fn range_ids_of(session_token: &str) -> String {
+    session_token
+        .split(',')
+        .filter_map(|segment| segment.split_once(':').map(|(id, _)| id))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -20,6 +20,11 @@ pub struct ClientStats {
     pub writes: u64,
     /// `record_write` calls whose token was not stored (broker error or timeout).
     pub write_failures: u64,
+    /// Reads that failed on the broker's token and were made again without it
+    /// (`report_unservable` calls).
+    pub fallback_reads: u64,
+    /// `report_unservable` calls whose DiscardToken failed (broker error or timeout).
+    pub discard_failures: u64,
     /// Calls (raw or helper) that hit their deadline.
     pub deadline_exceeded: u64,
     /// Failed attempts on one endpoint, including those retried on another endpoint.
@@ -43,6 +48,8 @@ pub(crate) struct StatCounters {
     pub(crate) degraded_answers: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) write_failures: AtomicU64,
+    pub(crate) fallback_reads: AtomicU64,
+    pub(crate) discard_failures: AtomicU64,
     pub(crate) deadline_exceeded: AtomicU64,
     pub(crate) attempt_failures: AtomicU64,
     pub(crate) short_circuited: AtomicU64,
@@ -64,6 +71,8 @@ impl StatCounters {
             degraded_answers: read(&self.degraded_answers),
             writes: read(&self.writes),
             write_failures: read(&self.write_failures),
+            fallback_reads: read(&self.fallback_reads),
+            discard_failures: read(&self.discard_failures),
             deadline_exceeded: read(&self.deadline_exceeded),
             attempt_failures: read(&self.attempt_failures),
             short_circuited: read(&self.short_circuited),

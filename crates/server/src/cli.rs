@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use session_token::SessionToken;
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
-use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest, SERVICE_NAME};
+use tokenbroker_proto::v1::{
+    DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest, SERVICE_NAME,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -64,6 +66,21 @@ pub enum Command {
         /// Only these partition key ranges (repeatable).
         #[arg(long = "range")]
         ranges: Vec<String>,
+    },
+    /// Remove the ranges of a token that Cosmos could not serve from the stored token; prints
+    /// what remains (exit code 1 when nothing was removed).
+    Discard {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        key: String,
+        /// Only these partition key ranges of the token (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+        /// The x-ms-session-token value that Cosmos could not serve.
+        token: String,
     },
     /// Merge tokens on the broker without storing them.
     Merge {
@@ -162,6 +179,38 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
                 eprintln!("not found");
                 Ok(1)
             }
+        }
+        Command::Discard {
+            target,
+            scope,
+            key,
+            ranges,
+            token,
+        } => {
+            let mut client = TokenBrokerClient::new(channel(&target).await?);
+            let r = client
+                .discard_token(DiscardTokenRequest {
+                    scope,
+                    key,
+                    session_token: token,
+                    partition_key_range_ids: ranges,
+                })
+                .await?
+                .into_inner();
+            if r.discarded_partition_key_range_ids.is_empty() {
+                eprintln!("nothing discarded (no stored segment at or ahead of the token)");
+            } else {
+                eprintln!(
+                    "discarded ranges: {}",
+                    r.discarded_partition_key_range_ids.join(",")
+                );
+            }
+            println!("{}", r.session_token);
+            Ok(if r.discarded_partition_key_range_ids.is_empty() {
+                1
+            } else {
+                0
+            })
         }
         Command::Merge { target, tokens } => {
             let mut client = TokenBrokerClient::new(channel(&target).await?);

@@ -3,7 +3,7 @@
 //!
 //! Why hand-rolled histograms (`broker::metrics::Histogram`): recording sits on every request,
 //! so it is a few relaxed atomic adds into fixed arrays (method × status code × bucket), with no
-//! lock and no allocation. Labels are bounded by construction: three methods, seventeen gRPC
+//! lock and no allocation. Labels are bounded by construction: four methods, seventeen gRPC
 //! codes, instance roles, breaker states; never a scope or a key. Every metric is documented in
 //! docs/observability.md.
 
@@ -15,7 +15,7 @@ use broker::Broker;
 use broker::metrics::{Histogram, HistogramSnapshot, Kind, LATENCY_BUCKETS, Sample};
 use tokio::net::TcpListener;
 
-pub const METHODS: [&str; 3] = ["PutToken", "GetToken", "MergeToken"];
+pub const METHODS: [&str; 4] = ["PutToken", "GetToken", "MergeToken", "DiscardToken"];
 const CODES: usize = 17;
 
 /// RPC counters, shared by the service (which records) and the endpoint (which renders).

@@ -9,8 +9,8 @@
 use broker::{Broker, BrokerError};
 use tokenbroker_proto::v1::token_broker_server::TokenBroker;
 use tokenbroker_proto::v1::{
-    GetTokenRequest, GetTokenResponse, MergeTokenRequest, MergeTokenResponse, PutTokenRequest,
-    PutTokenResponse, SERVICE_NAME,
+    DiscardTokenRequest, DiscardTokenResponse, GetTokenRequest, GetTokenResponse,
+    MergeTokenRequest, MergeTokenResponse, PutTokenRequest, PutTokenResponse, SERVICE_NAME,
 };
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
@@ -23,10 +23,11 @@ use crate::metrics::{METHODS, RpcMetrics};
 use crate::telemetry;
 
 /// Span names: the full gRPC method names, in the order of [`METHODS`].
-pub const SPAN_NAMES: [&str; 3] = [
+pub const SPAN_NAMES: [&str; 4] = [
     "tokenbroker.v1.TokenBroker/PutToken",
     "tokenbroker.v1.TokenBroker/GetToken",
     "tokenbroker.v1.TokenBroker/MergeToken",
+    "tokenbroker.v1.TokenBroker/DiscardToken",
 ];
 
 /// Codes that mark a server span as failed (OpenTelemetry's gRPC conventions): the others are
@@ -143,6 +144,45 @@ impl TokenBroker for TokenBrokerService {
             let merged = self.broker.merge(&r.session_tokens).map_err(status)?;
             Ok(MergeTokenResponse {
                 session_token: merged.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn discard_token(
+        &self,
+        request: Request<DiscardTokenRequest>,
+    ) -> Result<Response<DiscardTokenResponse>, Status> {
+        let (metadata, _, r) = request.into_parts();
+        self.measured(3, &metadata, async {
+            let discarded = self
+                .broker
+                .discard(
+                    &r.scope,
+                    &r.key,
+                    &r.session_token,
+                    &r.partition_key_range_ids,
+                )
+                .await
+                .map_err(status)?;
+            if !discarded.removed.is_empty() {
+                // The scope and the ranges, never the key: keys can be end-user identifiers.
+                tracing::info!(
+                    scope = %r.scope,
+                    ranges = ?discarded.removed.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    "DiscardToken removed unservable ranges"
+                );
+            }
+            Ok(DiscardTokenResponse {
+                discarded_partition_key_range_ids: discarded
+                    .removed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                session_token: discarded
+                    .remaining
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
             })
         })
         .await

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use session_token::SessionToken;
 
+use super::discard::Discarded;
 use super::{PutParams, StoreError, StoreKey, TokenStore};
 
 fn t(s: &str) -> SessionToken {
@@ -209,6 +210,75 @@ pub async fn concurrent_puts_lose_nothing(store: Arc<dyn TokenStore>, callers: u
     assert_eq!(store.get(&k).await.unwrap().token, Some(expected));
 }
 
+/// DiscardToken: a stored segment at or ahead of the failed one goes, one behind it stays,
+/// ranges the failed token does not name are untouched, and a key left empty is gone.
+pub async fn discard_removes_segments_at_or_ahead_of_the_failed_token(store: &dyn TokenStore) {
+    let k = key("discard");
+    assert_eq!(
+        store.discard(&k, &t("0:1#5")).await.unwrap(),
+        Discarded::default(),
+        "nothing stored, nothing discarded"
+    );
+    store
+        .put(&k, &t("0:1#100#1=5,1:1#7,2:1#9"), params())
+        .await
+        .unwrap();
+    let discarded = store.discard(&k, &t("0:1#100#1=5,1:1#8")).await.unwrap();
+    let removed: Vec<&str> = discarded.removed.iter().map(|r| r.as_str()).collect();
+    assert_eq!(removed, ["0"]);
+    assert_eq!(discarded.remaining, Some(t("1:1#7,2:1#9")));
+    assert_eq!(store.get(&k).await.unwrap().token, Some(t("1:1#7,2:1#9")));
+    // A failed token ahead of every stored segment changes nothing: they are behind it.
+    let unchanged = store.discard(&k, &t("1:1#8,2:2#1")).await.unwrap();
+    assert!(unchanged.removed.is_empty(), "{unchanged:?}");
+    // Discarding what remains deletes the key; a put starts afresh.
+    let all = store.discard(&k, &t("1:1#7,2:1#1")).await.unwrap();
+    assert_eq!(all.remaining, None);
+    assert_eq!(store.get(&k).await.unwrap().token, None);
+    let fresh = store.put(&k, &t("0:1#3#1=1"), params()).await.unwrap();
+    assert_eq!(
+        fresh,
+        t("0:1#3#1=1"),
+        "a discarded segment does not come back"
+    );
+}
+
+/// Discards racing with puts: no put of another range is lost, and a discard that follows the
+/// last put of the condemned segment leaves it gone.
+pub async fn discards_racing_with_puts_lose_no_put(store: Arc<dyn TokenStore>) {
+    let k = key("discard_race");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move {
+                for p in 0..40i64 {
+                    let lsn = p * 8 + w + 1;
+                    store
+                        .put(&k, &t(&format!("1:1#{lsn}")), params())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let discarder = {
+        let store = store.clone();
+        let k = k.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                store.put(&k, &t("0:9#999999"), params()).await.unwrap();
+                store.discard(&k, &t("0:9#999999")).await.unwrap();
+            }
+        })
+    };
+    for task in writers {
+        task.await.unwrap();
+    }
+    discarder.await.unwrap();
+    assert_eq!(store.get(&k).await.unwrap().token, Some(t("1:1#320")));
+}
+
 /// Runs every check against one store.
 pub async fn run_all(store: Arc<dyn TokenStore>) {
     put_then_get_returns_canonical_token(&*store).await;
@@ -218,5 +288,7 @@ pub async fn run_all(store: Arc<dyn TokenStore>) {
     segment_limit_applies_to_the_merged_token(&*store).await;
     keys_and_scopes_do_not_collide(&*store).await;
     ttl_expires_and_every_put_refreshes_it(&*store).await;
+    discard_removes_segments_at_or_ahead_of_the_failed_token(&*store).await;
+    discards_racing_with_puts_lose_no_put(store.clone()).await;
     concurrent_puts_lose_nothing(store, 64, 25).await;
 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use session_token::SessionToken;
 use tokio::sync::watch;
 
+use super::discard::{self, Discarded};
 use super::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
 const SHARDS: usize = 64;
@@ -132,6 +133,26 @@ impl TokenStore for MemoryStore {
             token,
             degraded: false,
         })
+    }
+
+    async fn discard(
+        &self,
+        key: &StoreKey,
+        failed: &SessionToken,
+    ) -> Result<Discarded, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let Some(entry) = shard.entries.get_mut(key).filter(|e| e.expires_at > now) else {
+            return Ok(Discarded::default());
+        };
+        let discarded = discard::apply(&entry.token, failed);
+        match &discarded.remaining {
+            Some(remaining) => entry.token = remaining.clone(),
+            None => {
+                shard.entries.remove(key);
+            }
+        }
+        Ok(discarded)
     }
 
     fn ready(&self) -> watch::Receiver<bool> {

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "behaviour-suite")]
 pub mod behaviour;
+pub mod discard;
 pub mod memory;
 pub mod redis;
 
@@ -78,6 +79,18 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Reads the token stored under `key`.
     async fn get(&self, key: &StoreKey) -> Result<Lookup, StoreError>;
+
+    /// Removes from the token stored under `key` every range of `failed` whose stored segment
+    /// is at least as far ahead ([`discard::apply`]), as one atomic step per instance, leaving
+    /// the TTL as it is (deleting the key when nothing remains). A store of several instances
+    /// applies it to each, and fails with [`StoreError::Unavailable`] when one it has could not
+    /// be reached (what it did on the others stands; the caller may repeat it: it is
+    /// idempotent).
+    async fn discard(
+        &self,
+        key: &StoreKey,
+        failed: &SessionToken,
+    ) -> Result<discard::Discarded, StoreError>;
 
     /// Whether the store can serve requests now; changes are pushed to the receiver. Drives the
     /// readiness health check.

@@ -18,15 +18,17 @@
 //! - A read that cannot consult both instances is flagged `degraded`; with both down it is a
 //!   degraded miss (the broker never fails a GetToken because of Redis).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use session_token::SessionToken;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::breaker::BREAKER_STATES;
+use super::discard::discard_on;
 use super::instance::{
     InstanceError, RedisInstance, Role, spawn_get_batchers, spawn_health_checks,
 };
@@ -34,6 +36,7 @@ use super::keys::KeyLayout;
 use super::options::{ReadMode, RedisOptions};
 use super::script::MergeReply;
 use crate::metrics::Sample;
+use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
 /// Counters of the pair, for metrics and tests.
@@ -57,8 +60,19 @@ pub struct DualStats {
 struct Copy {
     target: Role,
     key: String,
-    token: String,
-    ttl: CopyTtl,
+    op: CopyOp,
+}
+
+/// What a queued copy does to its target.
+enum CopyOp {
+    /// Merges a token in (a copy to the fallback, or a read repair to the primary).
+    Merge { token: String, ttl: CopyTtl },
+    /// Applies a DiscardToken after every copy queued before it (a copy of the condemned
+    /// segment still in the queue must not bring it back), answering on `done`.
+    Discard {
+        failed: SessionToken,
+        done: oneshot::Sender<Result<Discarded, InstanceError>>,
+    },
 }
 
 /// The TTL a copy is written with.
@@ -107,6 +121,8 @@ pub struct DualRedisStore {
     keys: KeyLayout,
     read_mode: ReadMode,
     ttl_hint: Duration,
+    /// How long a discard waits for its turn in the copy queue before going direct.
+    queue_wait: Duration,
     copies: mpsc::Sender<Copy>,
     ready: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -187,6 +203,7 @@ impl DualRedisStore {
             keys,
             read_mode: options.read_mode,
             ttl_hint: token_ttl,
+            queue_wait: options.operation_timeout * 4,
             copies,
             ready,
             tasks,
@@ -223,31 +240,50 @@ impl DualRedisStore {
         }
     }
 
-    fn enqueue(&self, target: Role, key: String, token: String, ttl: CopyTtl) {
+    /// Queues a copy; false when it was dropped (queue full) or has no target.
+    fn enqueue(&self, target: Role, key: String, op: CopyOp) -> bool {
         if self.shared.instance(target).is_none() {
-            return;
+            return false;
         }
         self.shared
             .stats
             .copies_pending
             .fetch_add(1, Ordering::AcqRel);
-        if self
-            .copies
-            .try_send(Copy {
-                target,
-                key,
-                token,
-                ttl,
-            })
-            .is_err()
-        {
+        if self.copies.try_send(Copy { target, key, op }).is_err() {
             self.shared
                 .stats
                 .copies_dropped
                 .fetch_add(1, Ordering::Relaxed);
             self.shared.copy_finished();
             tracing::warn!(target = target.as_str(), "copy queue full: copy dropped");
+            return false;
         }
+        true
+    }
+
+    /// A discard on one instance, through the copy queue so that it lands after every copy
+    /// and repair queued before it; directly when the queue is full or too slow (the queued
+    /// one then lands later, harmlessly: a discard is idempotent).
+    async fn discard_on_role(
+        &self,
+        role: Role,
+        redis_key: &str,
+        failed: &SessionToken,
+    ) -> Option<Result<Discarded, InstanceError>> {
+        let instance = self.shared.instance(role)?;
+        let (done, answer) = oneshot::channel();
+        let queued = self.enqueue(
+            role,
+            redis_key.to_owned(),
+            CopyOp::Discard {
+                failed: failed.clone(),
+                done,
+            },
+        );
+        if queued && let Ok(Ok(result)) = tokio::time::timeout(self.queue_wait, answer).await {
+            return Some(result);
+        }
+        Some(discard_on(instance, redis_key, failed).await)
     }
 
     fn parse_stored(&self, role: Role, raw: Option<String>) -> Option<SessionToken> {
@@ -294,8 +330,10 @@ impl DualRedisStore {
         self.enqueue(
             Role::Primary,
             redis_key,
-            token.to_string(),
-            CopyTtl::RemainingOnFallback,
+            CopyOp::Merge {
+                token: token.to_string(),
+                ttl: CopyTtl::RemainingOnFallback,
+            },
         );
     }
 
@@ -378,9 +416,11 @@ async fn poll_recovery_window(shared: Arc<Shared>, ttl: Duration) {
 
 /// Applies queued copies, up to `batch` at a time (pipelined on the multiplexed connections).
 ///
-/// Copies of one key in a batch are coalesced to the last one: the primary's stored token never
-/// goes backwards, so its latest result covers the earlier ones (and a hot key costs the
-/// fallback one merge per batch, not one per put).
+/// Merges of one key in a batch are coalesced to the last one: the primary's stored token never
+/// goes backwards (except by a discard, which is queued too), so its latest result covers the
+/// earlier ones (and a hot key costs the fallback one merge per batch, not one per put). A
+/// key's operations are applied in queue order, so a discard lands after every copy queued
+/// before it.
 async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Copy>, batch: usize) {
     let mut buffer = Vec::with_capacity(batch);
     loop {
@@ -388,38 +428,42 @@ async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Copy>, batch:
         if queue.recv_many(&mut buffer, batch).await == 0 {
             return;
         }
-        let received = buffer.len();
-        let mut latest: std::collections::HashMap<(Role, String), Copy> =
-            std::collections::HashMap::with_capacity(received);
+        let mut by_key: HashMap<(Role, String), Vec<Copy>> = HashMap::with_capacity(buffer.len());
         for copy in buffer.drain(..) {
-            latest.insert((copy.target, copy.key.clone()), copy);
+            let ops = by_key.entry((copy.target, copy.key.clone())).or_default();
+            if matches!(copy.op, CopyOp::Merge { .. }) {
+                let before = ops.len();
+                ops.retain(|earlier| !matches!(earlier.op, CopyOp::Merge { .. }));
+                for _ in ops.len()..before {
+                    shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
+                    shared.copy_finished();
+                }
+            }
+            ops.push(copy);
         }
-        let coalesced = received - latest.len();
-        for _ in 0..coalesced {
-            shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
-            shared.copy_finished();
-        }
-        let jobs = latest.into_values().map(|copy| {
+        let jobs = by_key.into_values().map(|ops| {
             let shared = shared.clone();
             async move {
-                let outcome = apply_copy(&shared, &copy).await;
-                match outcome {
-                    Ok(true) => {
-                        shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
+                for copy in ops {
+                    let target = copy.target;
+                    match apply_copy(&shared, copy).await {
+                        Ok(true) => {
+                            shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(false) => {
+                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                target = target.as_str(),
+                                "copy refused by the merge (conflict)"
+                            );
+                        }
+                        Err(e) => {
+                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, "copy failed");
+                        }
                     }
-                    Ok(false) => {
-                        shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            target = copy.target.as_str(),
-                            "copy refused by the merge (conflict)"
-                        );
-                    }
-                    Err(e) => {
-                        shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "copy failed");
-                    }
+                    shared.copy_finished();
                 }
-                shared.copy_finished();
             }
         });
         futures_util::future::join_all(jobs).await;
@@ -427,11 +471,21 @@ async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Copy>, batch:
 }
 
 /// Applies one copy; Ok(false) when the target's merge refused it.
-async fn apply_copy(shared: &Shared, copy: &Copy) -> Result<bool, InstanceError> {
+async fn apply_copy(shared: &Shared, copy: Copy) -> Result<bool, InstanceError> {
     let Some(target) = shared.instance(copy.target) else {
         return Ok(false);
     };
-    let ttl = match copy.ttl {
+    let (token, ttl) = match copy.op {
+        CopyOp::Discard { failed, done } => {
+            let result = discard_on(target, &copy.key, &failed).await;
+            let applied = result.is_ok();
+            // The caller may have stopped waiting (it then went direct): nothing to do.
+            let _ = done.send(result);
+            return Ok(applied);
+        }
+        CopyOp::Merge { token, ttl } => (token, ttl),
+    };
+    let ttl = match ttl {
         CopyTtl::Fixed(ttl) => ttl,
         CopyTtl::RemainingOnFallback => {
             let Some(fallback) = shared.fallback.as_ref() else {
@@ -444,9 +498,7 @@ async fn apply_copy(shared: &Shared, copy: &Copy) -> Result<bool, InstanceError>
             }
         }
     };
-    let reply = target
-        .merge(&copy.key, &copy.token, ttl, usize::MAX)
-        .await?;
+    let reply = target.merge(&copy.key, &token, ttl, usize::MAX).await?;
     Ok(matches!(reply, MergeReply::Merged { .. }))
 }
 
@@ -468,8 +520,10 @@ impl TokenStore for DualRedisStore {
                 self.enqueue(
                     Role::Fallback,
                     redis_key,
-                    stored.to_string(),
-                    CopyTtl::Fixed(params.ttl),
+                    CopyOp::Merge {
+                        token: stored.to_string(),
+                        ttl: CopyTtl::Fixed(params.ttl),
+                    },
                 );
                 return Ok(stored);
             }
@@ -578,6 +632,40 @@ impl TokenStore for DualRedisStore {
             (p, None) => p,
         };
         Ok(Lookup { token, degraded })
+    }
+
+    async fn discard(
+        &self,
+        key: &StoreKey,
+        failed: &SessionToken,
+    ) -> Result<Discarded, StoreError> {
+        let redis_key = self.keys.token(key);
+        let (primary, fallback) = tokio::join!(
+            self.discard_on_role(Role::Primary, &redis_key, failed),
+            self.discard_on_role(Role::Fallback, &redis_key, failed)
+        );
+        let Some(primary) = primary else {
+            return Err(StoreError::Unavailable("no primary instance".into()));
+        };
+        let (primary, fallback) = match (primary, fallback) {
+            (Ok(p), None) => (p, Discarded::default()),
+            (Ok(p), Some(Ok(f))) => (p, f),
+            (Err(e), None | Some(Ok(_))) | (Ok(_), Some(Err(e))) => {
+                return Err(StoreError::Unavailable(format!(
+                    "discard not applied everywhere: {e}"
+                )));
+            }
+            (Err(p), Some(Err(f))) => return Err(StoreError::Unavailable(format!("{p}; {f}"))),
+        };
+        let mut removed = primary.removed;
+        removed.extend(fallback.removed);
+        removed.sort();
+        removed.dedup();
+        let remaining = match (primary.remaining, fallback.remaining) {
+            (Some(p), Some(f)) => Some(p.merge(&f).unwrap_or(p)),
+            (p, f) => p.or(f),
+        };
+        Ok(Discarded { removed, remaining })
     }
 
     fn ready(&self) -> watch::Receiver<bool> {

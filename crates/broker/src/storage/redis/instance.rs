@@ -26,7 +26,7 @@ use tracing::{Instrument, Span};
 
 use super::breaker::{Admit, Breaker};
 use super::options::{RedisOptions, RedisUrl};
-use super::script::{BadReply, MERGE_SCRIPT, MergeReply, decode};
+use super::script::{BadReply, COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, decode};
 use crate::metrics::Histogram;
 
 /// Which instance of the pair.
@@ -56,6 +56,9 @@ pub enum InstanceError {
     Redis(&'static str, String),
     #[error("redis {0}: {1}")]
     Reply(&'static str, BadReply),
+    /// A compare-and-set lost to concurrent writers every time it was tried.
+    #[error("redis {0}: the key kept changing under {1} compare-and-set attempts")]
+    Contended(&'static str, usize),
 }
 
 impl InstanceError {
@@ -66,6 +69,7 @@ impl InstanceError {
             InstanceError::Timeout(..) => "timeout",
             InstanceError::Redis(..) => "redis",
             InstanceError::Reply(..) => "bad_reply",
+            InstanceError::Contended(..) => "contended",
         }
     }
 }
@@ -350,6 +354,27 @@ impl RedisInstance {
                 .await
                 .map_err(|e| self.redis_error(e))?;
             decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))
+        })
+        .await
+    }
+
+    /// Replaces the value of `key` with `new` (deleting it when `None`), keeping its TTL, only
+    /// if it still holds `expected`; true when it did. One atomic step (a three-line script).
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+    ) -> Result<bool, InstanceError> {
+        self.call("EVALSHA", |mut conn| async move {
+            let swapped: i64 = COMPARE_AND_SET_SCRIPT
+                .key(key)
+                .arg(expected)
+                .arg(new.unwrap_or(""))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok(swapped == 1)
         })
         .await
     }

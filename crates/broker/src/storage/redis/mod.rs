@@ -2,10 +2,12 @@
 //! Lua script, with circuit breakers, health checks and an asynchronous copy queue.
 //!
 //! Module map: `options` (settings, redacted URLs), `keys` (the versioned key layout),
-//! `script` (the merge script and its replies), `breaker` (circuit breaker), `instance` (one
+//! `script` (the merge and compare-and-set scripts, and the merge's replies), `discard`
+//! (DiscardToken on one instance), `breaker` (circuit breaker), `instance` (one
 //! Redis: connections, deadlines, health), `dual` (the store: write, copy, read, degrade).
 
 mod breaker;
+mod discard;
 mod dual;
 mod instance;
 mod keys;

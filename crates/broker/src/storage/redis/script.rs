@@ -14,6 +14,12 @@ use session_token::{MergeError, SessionToken};
 pub(crate) static MERGE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("merge.lua")));
 
+/// Replaces a value only if it is unchanged (`compare_and_set.lua`), keeping the TTL. Used by
+/// DiscardToken, which computes the new value in the broker (`storage::discard`), so the
+/// rule is written once, in Rust.
+pub(crate) static COMPARE_AND_SET_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("compare_and_set.lua")));
+
 /// What the script did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeReply {
