@@ -14,15 +14,28 @@
 //!
 //! The broker never fails an operation: on any broker error or timeout the read goes ahead without
 //! a broker token (the SDK then sends its own, as it would without the broker) and a write returns
-//! its response unshared (logged and counted by the [`TokenBrokerClient`]). One thing the
-//! wrapper cannot check is that the [`ContainerScope`] names the wrapped container: a scope
-//! shared by two containers (or by a container deleted and recreated under the same names) can
-//! hand one container another's token, which Cosmos answers with 404/1002 retries for about 30 s.
-//! Give every container its own scope.
+//! its response unshared (logged and counted by the [`TokenBrokerClient`]). A token the container
+//! cannot serve does not fail a read either (see [`BrokeredContainer::read_item`]): measured with
+//! `azure_data_cosmos` 1.0.0 on its emulator, the SDK gives up on such a token within
+//! milliseconds (404/1002 in every region, then 503/20310; 400/1024 or a client-side 400 after the
+//! container was recreated), and the wrapper then makes the read once more without the broker's
+//! token, returns that result, counts it (`ClientStats::fallback_reads`), logs it at warn with the
+//! scope and the ranges, and discards the token from the broker (`DiscardToken`), so the next
+//! pod's read does not meet it.
 //!
+//! # Scopes and container generations
+//! [`BrokeredContainer::connect`] resolves the container by name and scopes its tokens by
+//! generation: `<account host>/<database>/<container>/<_rid>`. A container deleted and recreated
+//! under the same name has a new `_rid`, so its predecessor's tokens are never sent to it, and two
+//! containers can never share a scope by mistake. When a read meets a recreation, the wrapper
+//! resolves the container again and moves to the new scope, with a new SDK client (the old one
+//! refuses explicit tokens for the replacement) and fresh per-process memories.
+//! [`BrokeredContainer::new`] takes an explicit [`ContainerScope`] instead, for callers that need
+//! one; it cannot follow a recreation (its reads still succeed, through the fallback).
+
 //! # Keys
-//! The broker stores tokens per (scope, key). The scope is the container
-//! ([`ContainerScope`]: `account/database/container`); the key comes from the [`KeyStrategy`]:
+//! The broker stores tokens per (scope, key). The scope is the container generation (above); the
+//! key comes from the [`KeyStrategy`]:
 //! the partition key value (default), the document id, or a session scope the caller supplies
 //! (for example an end-user id, with [`BrokeredContainer::for_session`]).
 //!
@@ -61,13 +74,18 @@
 //! [`TokenBrokerClient`]: tokenbroker_client::TokenBrokerClient
 
 mod container;
+mod fallback;
+mod generation;
 mod keys;
 mod local_tokens;
 mod query;
 mod range_ids;
+mod read_token;
 mod scope;
+mod writes;
 
 pub use container::BrokeredContainer;
+pub use generation::ResolveError;
 pub use keys::{DOCUMENT_ID_PREFIX, KeyStrategy, SESSION_PREFIX};
 pub use query::{BrokeredQuery, BrokeredQueryPages};
 pub use scope::{ContainerScope, ScopeError};

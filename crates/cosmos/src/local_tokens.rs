@@ -60,6 +60,16 @@ impl LocalTokens {
         }))
     }
 
+    /// Forgets what this process saw of the ranges `token` names: after a read failed on a
+    /// token these ranges were part of. The SDK's own cache still holds this process's progress,
+    /// and it is what reads send while the wrapper has nothing to add.
+    pub(crate) fn forget(&self, token: &SessionToken) {
+        let mut ranges = self.ranges.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, _) in token.segments() {
+            ranges.remove(id);
+        }
+    }
+
     /// `broker` merged, range by range, with what this process saw of the same ranges. Falls
     /// back to the broker's token when the two do not merge.
     pub(crate) fn merged_into(&self, broker: SessionToken) -> SessionToken {

@@ -14,22 +14,21 @@ use azure_data_cosmos::feed::{FeedRange, QueryFeedPage, QueryPageIterator};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
-use crate::local_tokens::LocalTokens;
-use crate::range_ids::RangeIds;
+use crate::generation::Generation;
 
-/// What a page teaches, and where to put it.
+/// What a page teaches, and where to put it: the generation the query was made in.
 pub(crate) struct PageObserver {
-    pub(crate) local_tokens: Arc<LocalTokens>,
-    pub(crate) range_ids: Arc<RangeIds>,
+    pub(crate) generation: Arc<Generation>,
     pub(crate) partition_key_json: Option<String>,
     pub(crate) bounds: Option<FeedRange>,
 }
 
 impl PageObserver {
     fn observe(&self, token: &str) {
-        self.local_tokens.observe(token);
+        self.generation.local_tokens.observe(token);
         if let (Some(partition_key_json), Some(bounds)) = (&self.partition_key_json, &self.bounds) {
-            self.range_ids
+            self.generation
+                .range_ids
                 .learn(partition_key_json, bounds.clone(), token);
         }
     }
@@ -40,6 +39,9 @@ impl PageObserver {
 pub struct BrokeredQueryPages<T: Send> {
     pages: Pin<Box<QueryPageIterator<T>>>,
     observer: PageObserver,
+    /// The first page, fetched ahead by [`Self::fetch_first`]: `Some(None)` when the query
+    /// had no page at all.
+    first: Option<Option<QueryFeedPage<T>>>,
 }
 
 impl<T: Send + DeserializeOwned + 'static> BrokeredQueryPages<T> {
@@ -47,7 +49,33 @@ impl<T: Send + DeserializeOwned + 'static> BrokeredQueryPages<T> {
         Self {
             pages: Box::pin(pages),
             observer,
+            first: None,
         }
+    }
+
+    /// Fetches the first page now and keeps it for the stream; its error, if it failed (the
+    /// stream is then over, as the SDK's would be).
+    pub(crate) async fn fetch_first(&mut self) -> azure_data_cosmos::Result<()> {
+        match std::future::poll_fn(|cx| self.poll_sdk(cx)).await {
+            Some(Ok(page)) => self.first = Some(Some(page)),
+            Some(Err(error)) => return Err(error),
+            None => self.first = Some(None),
+        }
+        Ok(())
+    }
+
+    /// The SDK's next page, its token remembered.
+    fn poll_sdk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<azure_data_cosmos::Result<QueryFeedPage<T>>>> {
+        let polled = self.pages.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(page))) = &polled
+            && let Some(token) = page.headers().session_token()
+        {
+            self.observer.observe(token.as_str());
+        }
+        polled
     }
 
     /// The SDK's page iterator, for what this wrapper does not expose (for example
@@ -61,13 +89,11 @@ impl<T: Send + DeserializeOwned + 'static> Stream for BrokeredQueryPages<T> {
     type Item = azure_data_cosmos::Result<QueryFeedPage<T>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.pages.as_mut().poll_next(cx);
-        if let Poll::Ready(Some(Ok(page))) = &polled
-            && let Some(token) = page.headers().session_token()
-        {
-            self.observer.observe(token.as_str());
+        match self.first.take() {
+            Some(Some(page)) => Poll::Ready(Some(Ok(page))),
+            Some(None) => Poll::Ready(None),
+            None => self.poll_sdk(cx),
         }
-        polled
     }
 }
 

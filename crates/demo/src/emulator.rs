@@ -11,8 +11,10 @@ use std::time::Duration;
 use azure_core::http::Url;
 use azure_data_cosmos::options::{PartitionFailoverOptions, Region, RoutingStrategy};
 use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, ContainerClient, CosmosClientBuilder, CosmosRuntimeBuilder,
+    AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosClientBuilder,
+    CosmosRuntimeBuilder,
 };
+pub use azure_data_cosmos_driver::in_memory_emulator::RequestObserver;
 use azure_data_cosmos_driver::in_memory_emulator::{
     ConsistencyLevel, ContainerConfig, EmulatorStore, InMemoryEmulatorHttpClient,
     ReplicationConfig, VirtualAccountConfig, VirtualRegion, WriteMode,
@@ -46,10 +48,27 @@ pub struct AccountShape {
 /// One emulated account shared by every pod.
 pub struct EmulatedAccount {
     emulator: Arc<InMemoryEmulatorHttpClient>,
+    shape: AccountShape,
 }
 
 impl EmulatedAccount {
     pub fn new(shape: AccountShape) -> Result<Self, EmulatorError> {
+        Self::build(shape, None)
+    }
+
+    /// The same account, with `observer` shown every request the emulator receives (tests
+    /// count requests and look at the session token each one carried).
+    pub fn with_observer(
+        shape: AccountShape,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Self, EmulatorError> {
+        Self::build(shape, Some(observer))
+    }
+
+    fn build(
+        shape: AccountShape,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Self, EmulatorError> {
         let url = |s: &str| Url::parse(s).map_err(|e| EmulatorError::Config(e.to_string()));
         let config = VirtualAccountConfig::new(vec![
             VirtualRegion::new("East US", url(EAST_URL)?),
@@ -59,20 +78,38 @@ impl EmulatedAccount {
         .with_write_mode(WriteMode::Single)
         .with_consistency(ConsistencyLevel::Session)
         .with_replication_config(ReplicationConfig::fixed(shape.replication_delay));
-        let emulator = Arc::new(InMemoryEmulatorHttpClient::new(config));
+        let mut emulator = InMemoryEmulatorHttpClient::new(config);
+        if let Some(observer) = observer {
+            emulator = emulator.with_request_observer(observer);
+        }
+        let emulator = Arc::new(emulator);
         let store = emulator.store();
         store.create_database(DATABASE);
+        let account = Self { emulator, shape };
+        account.create_container(CONTAINER)?;
+        Ok(account)
+    }
+
+    /// Creates container `name` in the database, with the account's partition count and the
+    /// partition key path `/pk`. After the container was deleted, this is its recreation: a new
+    /// resource id (`_rid`) under the same name, with LSNs starting over.
+    pub fn create_container(&self, name: &str) -> Result<(), EmulatorError> {
         let partition_key = serde_json::from_value(serde_json::json!({
             "paths": ["/pk"], "kind": "Hash", "version": 2
         }))
         .map_err(|e| EmulatorError::Config(e.to_string()))?;
         let container = ContainerConfig::new()
-            .with_partition_count(shape.partitions)
+            .with_partition_count(self.shape.partitions)
             .with_throughput(10_000)
             .build()
             .map_err(|e| EmulatorError::Config(e.to_string()))?;
-        store.create_container_with_config(DATABASE, CONTAINER, partition_key, container);
-        Ok(Self { emulator })
+        self.emulator.store().create_container_with_config(
+            DATABASE,
+            name,
+            partition_key,
+            container,
+        );
+        Ok(())
     }
 
     pub fn store(&self) -> Arc<EmulatorStore> {
@@ -88,6 +125,20 @@ impl EmulatedAccount {
         &self,
         partition_circuit_breaker: bool,
     ) -> Result<ContainerClient, EmulatorError> {
+        Ok(self
+            .new_client(partition_circuit_breaker)
+            .await?
+            .database_client(DATABASE)
+            .container_client(CONTAINER, None)
+            .await?)
+    }
+
+    /// A new pod's `CosmosClient` (see [`Self::new_pod`]), for what needs more than one
+    /// container client: resolving the container again after it was recreated.
+    pub async fn new_client(
+        &self,
+        partition_circuit_breaker: bool,
+    ) -> Result<CosmosClient, EmulatorError> {
         let endpoint: AccountEndpoint = EAST_URL
             .parse()
             .map_err(|e: azure_data_cosmos::CosmosError| EmulatorError::Config(e.to_string()))?;
@@ -101,17 +152,13 @@ impl EmulatedAccount {
         let failover = PartitionFailoverOptions::builder()
             .with_circuit_breaker_enabled(partition_circuit_breaker)
             .build()?;
-        let client = CosmosClientBuilder::new()
+        Ok(CosmosClientBuilder::new()
             .with_runtime(runtime)
             .with_partition_failover_options(failover)
             .build(
                 account,
                 RoutingStrategy::PreferredRegions(vec![Region::WEST_US, Region::EAST_US]),
             )
-            .await?;
-        Ok(client
-            .database_client(DATABASE)
-            .container_client(CONTAINER, None)
             .await?)
     }
 }
