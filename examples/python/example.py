@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grpc  # noqa: E402
 
-from tokenbroker_client import TokenBrokerClient  # noqa: E402
+from tokenbroker_client import TokenBrokerClient, is_unservable  # noqa: E402
 
 SCOPE = "acct/db/orders"
 
@@ -97,6 +97,35 @@ def main() -> int:
     check("token_for_read", client.token_for_read(SCOPE, helper_key, ["0"]), "0:1#7#1=7")
     check("token_for_read of another range", client.token_for_read(SCOPE, helper_key, ["5"]), None)
     check("record_write without a token", client.record_write(SCOPE, helper_key, None), None)
+
+    # The fallback contract: a token Cosmos cannot serve never fails the read. A stand-in for the
+    # SDK's read answers 404/1002 (as azure-cosmos raises it: status_code, sub_status) to a token
+    # at or ahead of what the "container" holds, and the document otherwise.
+    fallback_key = f"python-fallback-{run}"
+    container_lsn = 7
+    client.record_write(SCOPE, fallback_key, "0:1#1000007")  # far ahead of the container
+
+    class ReadSessionNotAvailable(Exception):
+        status_code, sub_status = 404, 1002
+
+    sent: list = []
+
+    def cosmos_read(token):
+        sent.append(token)
+        if token is not None and int(token.split("#")[1]) > container_lsn:
+            raise ReadSessionNotAvailable("404/1002: the read session is not available")
+        return {"id": "order-1", "items": 3}
+
+    check("is_unservable(404/1002)", is_unservable(ReadSessionNotAvailable()), True)
+    check("is_unservable(ValueError)", is_unservable(ValueError()), False)
+    doc = client.read_with_fallback(SCOPE, fallback_key, cosmos_read, ["0"])
+    check("read_with_fallback returns the read without the token", doc, {"id": "order-1", "items": 3})
+    check("read_with_fallback: one read more", sent, ["0:1#1000007", None])
+    check("fallback counted", client.fallback_reads, 1)
+    check("the unservable token was discarded", client.get_token(SCOPE, fallback_key).found, False)
+    sent.clear()
+    client.read_with_fallback(SCOPE, fallback_key, cosmos_read, ["0"])
+    check("the next read carries no token", sent, [None])
     client.close()
 
     # Dead brokers: the helpers return None within their deadline and never raise.
@@ -132,6 +161,7 @@ def main() -> int:
     print(f"stored_token: {stored}")
     print(f"helper_key: {helper_key}")
     print(f"helper_token: {helper_token}")
+    print(f"fallback_key: {fallback_key}")
     if failures:
         print(f"{len(failures)} check(s) failed: {', '.join(failures)}", file=sys.stderr)
         return 1

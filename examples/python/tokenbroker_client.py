@@ -2,10 +2,18 @@
 
 Two kinds of calls:
 
-- the raw RPCs (`put_token`, `get_token`, `merge_tokens`) raise `grpc.RpcError` like any gRPC stub;
-- the helpers you call around Cosmos operations (`token_for_read`, `record_write`) never raise:
-  on any broker error or deadline they log a warning, count the failure and return None, so the
-  Cosmos call goes ahead with the database's normal session semantics.
+- the raw RPCs (`put_token`, `get_token`, `merge_tokens`, `discard_token`) raise `grpc.RpcError`
+  like any gRPC stub;
+- the helpers you call around Cosmos operations (`token_for_read`, `record_write`,
+  `read_with_fallback`) never raise because of the broker: on any broker error or deadline they log
+  a warning, count the failure and return None, so the Cosmos call goes ahead with the database's
+  normal session semantics.
+
+The fallback contract (docs/clients.md), the same in every language: a read that carried the
+broker's token and failed because Cosmos cannot serve that token (404/1002, 503/20310, any 400 such
+as 400/1024 after a container was recreated) is made once more without it, that result is returned,
+and the token is then discarded from the broker (DiscardToken). `read_with_fallback` does exactly
+that around a read function of yours.
 
 Usage around the azure-cosmos SDK (keyword `session_token=` on read_item / query_items; the write's
 token is the `x-ms-session-token` response header, handed to `response_hook(headers, result)` or
@@ -21,9 +29,10 @@ left in `container.client_connection.last_response_headers`):
         broker.record_write(SCOPE, order["customerId"], headers.get("x-ms-session-token"))
 
     def load_order(container, customer_id, order_id):
-        token = broker.token_for_read(SCOPE, customer_id)   # None: go ahead without one
-        extra = {"session_token": token} if token else {}
-        return container.read_item(order_id, partition_key=customer_id, **extra)
+        def read(token):                                    # None: the SDK's own session token
+            extra = {"session_token": token} if token else {}
+            return container.read_item(order_id, partition_key=customer_id, **extra)
+        return broker.read_with_fallback(SCOPE, customer_id, read)
 
 Nothing generated is committed: `load_stubs()` runs grpc_tools.protoc on proto/ into a temporary
 directory the first time it is called (or imports stubs you generated with generate.sh).
@@ -41,11 +50,32 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional, TypeVar
 
 import grpc
 
 log = logging.getLogger("tokenbroker")
+
+T = TypeVar("T")
+
+
+def _status_of(error: BaseException) -> str:
+    status = getattr(error, "status_code", None)
+    sub_status = getattr(error, "sub_status", None)
+    return f"{status}/{sub_status}" if sub_status else f"{status}"
+
+
+def is_unservable(error: BaseException) -> bool:
+    """True when a Cosmos read failed in a way the broker's token may have caused.
+
+    Reads the `status_code` and `sub_status` attributes of the SDK's exception (azure-cosmos's
+    `CosmosHttpResponseError` has both): 404 with sub-status 1002 (ReadSessionNotAvailable), 503
+    with 20310 (the SDK's ClientReadSessionNotAvailable), and any 400 (400/1024
+    CollectionRidMismatch after a container was recreated, a token the service rejects).
+    """
+    status = getattr(error, "status_code", None)
+    sub_status = getattr(error, "sub_status", None)
+    return (status == 404 and sub_status == 1002) or (status == 503 and sub_status == 20310) or status == 400
 
 PROTO_FILE = "tokenbroker/v1/token_broker.proto"
 # The repository's proto/ directory; TOKENBROKER_PROTO_DIR overrides it.
@@ -136,6 +166,8 @@ class TokenBrokerClient:
         self._stub = pb2_grpc.TokenBrokerStub(self._channel)
         self._failures_lock = threading.Lock()
         self._failures: Counter = Counter()
+        # Reads made again without the broker's token (read_with_fallback).
+        self.fallback_reads = 0
 
     def close(self) -> None:
         self._channel.close()
@@ -164,6 +196,23 @@ class TokenBrokerClient:
         """MergeToken: merges tokens without storing anything."""
         req = self._pb2.MergeTokenRequest(session_tokens=list(session_tokens))
         return self._stub.MergeToken(req, timeout=self._deadline(timeout, self.read_timeout)).session_token
+
+    def discard_token(
+        self,
+        scope: str,
+        key: str,
+        session_token: str,
+        range_ids: Iterable[str] = (),
+        *,
+        timeout: Optional[float] = None,
+    ):
+        """DiscardToken: removes from the stored token the ranges of `session_token` (all, or only
+        `range_ids`) whose stored segment is at or ahead of it. The DiscardTokenResponse
+        (discarded_partition_key_range_ids, session_token: what remains)."""
+        req = self._pb2.DiscardTokenRequest(
+            scope=scope, key=key, session_token=session_token, partition_key_range_ids=list(range_ids)
+        )
+        return self._stub.DiscardToken(req, timeout=self._deadline(timeout, self.write_timeout))
 
     # -- never-fail helpers around Cosmos operations ----------------------------------------
 
@@ -205,6 +254,50 @@ class TokenBrokerClient:
         except Exception:
             self._failed("PutToken", None)
             return None
+
+    def read_with_fallback(
+        self,
+        scope: str,
+        key: str,
+        read: Callable[[Optional[str]], T],
+        range_ids: Iterable[str] = (),
+        *,
+        timeout: Optional[float] = None,
+    ) -> T:
+        """Runs `read(token)` with the broker's token, and once more with `read(None)` if Cosmos
+        could not serve that token (`is_unservable`); then discards the token from the broker.
+
+        `read` is your Cosmos read (point read, query page, read feed): given a token it sends it
+        as the session token, given None it lets the SDK send its own. Errors of `read` other than
+        an unservable token propagate unchanged, and so does any error of the read without the
+        token: the broker never fails your read, but it does not hide Cosmos's own failures.
+        """
+        token = self.token_for_read(scope, key, range_ids, timeout=timeout)
+        if token is None:
+            return read(None)
+        try:
+            return read(token)
+        except Exception as e:
+            if not is_unservable(e):
+                raise
+            first_error = e
+        result = read(None)  # raises what the SDK alone would raise
+        self.fallback_reads += 1
+        ranges = ",".join(segment.split(":", 1)[0] for segment in token.split(","))
+        log.warning(
+            "tokenbroker: Cosmos could not serve the broker's token for scope=%r ranges=%s (%s); "
+            "read again without it, discarding it",
+            scope,
+            ranges,
+            _status_of(first_error),
+        )
+        try:
+            self.discard_token(scope, key, token, timeout=timeout)
+        except grpc.RpcError as e:
+            self._failed("DiscardToken", e)
+        except Exception:
+            self._failed("DiscardToken", None)
+        return result
 
     # -- failures ---------------------------------------------------------------------------
 

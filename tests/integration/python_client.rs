@@ -133,6 +133,22 @@ async fn python_example_round_trips_through_a_real_broker() {
     assert!(helper.found, "{helper:?}");
     assert_eq!(helper.session_token, v["helper_token"]);
     assert_eq!(helper.session_token, "0:1#7#1=7");
+
+    // The fallback contract: the example's unservable token was discarded from the broker.
+    assert!(
+        stdout.contains("ok   read_with_fallback: one read more"),
+        "{stdout}"
+    );
+    let discarded = client
+        .get_token(GetTokenRequest {
+            scope: scope.into(),
+            key: v["fallback_key"].into(),
+            partition_key_range_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!discarded.found, "{discarded:?}");
     broker.stop().await;
 }
 
