@@ -18,4 +18,5 @@ mod python_client;
 mod redis_faults;
 mod redis_store;
 mod replicas;
+mod security;
 mod shutdown;

@@ -14,6 +14,7 @@ use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient as ProtoClient
 use tokenbroker_proto::v1::{
     DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest,
 };
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -39,6 +40,8 @@ pub struct TokenBrokerClient {
 
 struct Inner {
     config: ClientConfig,
+    /// `Bearer <token>`, ready to send.
+    authorization: Option<MetadataValue<Ascii>>,
     endpoints: Arc<Endpoints>,
     stats: Arc<StatCounters>,
     /// The background re-resolution, for discovered endpoints.
@@ -80,8 +83,17 @@ impl TokenBrokerClient {
         let stats = Arc::new(StatCounters::default());
         let endpoints = Arc::new(Endpoints::new(&config, Arc::clone(&stats))?);
         let refresher = endpoints.spawn_refresher();
+        let authorization = match &config.bearer_token {
+            Some(token) => Some(
+                format!("Bearer {}", token.0)
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| ClientError::InvalidBearerToken)?,
+            ),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
+                authorization,
                 config,
                 endpoints,
                 stats,
@@ -132,8 +144,7 @@ impl TokenBrokerClient {
             session_token: session_token.to_owned(),
         };
         self.call(|mut client, request_timeout| {
-            let mut request = Request::new(request.clone());
-            request.set_timeout(request_timeout);
+            let request = self.request(request.clone(), request_timeout);
             async move { client.put_token(request).await }
         })
         .await
@@ -154,8 +165,7 @@ impl TokenBrokerClient {
         };
         let reply = self
             .call(|mut client, request_timeout| {
-                let mut request = Request::new(request.clone());
-                request.set_timeout(request_timeout);
+                let request = self.request(request.clone(), request_timeout);
                 async move { client.get_token(request).await }
             })
             .await?;
@@ -171,8 +181,7 @@ impl TokenBrokerClient {
             session_tokens: session_tokens.to_vec(),
         };
         self.call(|mut client, request_timeout| {
-            let mut request = Request::new(request.clone());
-            request.set_timeout(request_timeout);
+            let request = self.request(request.clone(), request_timeout);
             async move { client.merge_token(request).await }
         })
         .await
@@ -197,8 +206,7 @@ impl TokenBrokerClient {
             partition_key_range_ids: range_ids.to_vec(),
         };
         self.call(|mut client, request_timeout| {
-            let mut request = Request::new(request.clone());
-            request.set_timeout(request_timeout);
+            let request = self.request(request.clone(), request_timeout);
             async move { client.discard_token(request).await }
         })
         .await
@@ -270,6 +278,18 @@ impl TokenBrokerClient {
                 false
             }
         }
+    }
+
+    /// A request with its deadline and, when configured, the bearer token.
+    fn request<T>(&self, message: T, timeout: std::time::Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(value) = &self.inner.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
     }
 
     /// Runs one call: picks endpoints in turn, applies the deadline to the whole call, retries

@@ -28,6 +28,73 @@ pub struct ClientConfig {
     pub max_attempts: usize,
     /// When to stop sending calls to a failing endpoint, and for how long.
     pub breaker: BreakerConfig,
+    /// TLS (and mutual TLS) to the brokers; `None` for plaintext. Endpoint URLs are then
+    /// `https://`.
+    pub tls: Option<ClientTls>,
+    /// A bearer token sent with every call (`authorization: Bearer <token>`), for brokers whose
+    /// policy names it by its SHA-256. Never logged.
+    pub bearer_token: Option<BearerToken>,
+}
+
+/// TLS settings of the client: the CA that signed the brokers' certificates, and a client
+/// certificate for brokers that require one (mutual TLS). PEM contents, not paths.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificate(s) the brokers' certificates are verified against; `None`: the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the brokers' certificates are checked against, when it is not the URL's host:
+    /// needed with [`ClientConfig::discover`], whose endpoints are IP addresses (for example
+    /// `tokenbroker.<namespace>.svc`).
+    pub domain_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain_name", &self.domain_name)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Verifies the brokers against `ca_pem` (PEM).
+    pub fn with_ca(ca_pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            ca_pem: Some(ca_pem.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Presents `cert_pem` and `key_pem` to brokers that require a client certificate.
+    pub fn with_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Checks the brokers' certificates against `name` instead of the URL's host.
+    pub fn with_domain_name(mut self, name: impl Into<String>) -> Self {
+        self.domain_name = Some(name.into());
+        self
+    }
+}
+
+/// A bearer token; its Debug form hides it.
+#[derive(Clone)]
+pub struct BearerToken(pub String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 impl ClientConfig {
@@ -47,6 +114,8 @@ impl ClientConfig {
             connect_timeout: Self::DEFAULT_DEADLINE,
             max_attempts: 2,
             breaker: BreakerConfig::default(),
+            tls: None,
+            bearer_token: None,
         }
     }
 
@@ -83,6 +152,18 @@ impl ClientConfig {
     /// Sets [`ClientConfig::breaker`].
     pub fn with_breaker(mut self, breaker: BreakerConfig) -> Self {
         self.breaker = breaker;
+        self
+    }
+
+    /// Sets [`ClientConfig::tls`].
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets [`ClientConfig::bearer_token`].
+    pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(BearerToken(token.into()));
         self
     }
 

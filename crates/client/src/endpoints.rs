@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::config::ClientConfig;
@@ -75,11 +75,28 @@ struct Resolving {
     first_attempt: tokio::sync::OnceCell<()>,
 }
 
+/// tonic's TLS settings from the client's.
+fn tls_config(tls: &crate::config::ClientTls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = &tls.domain_name {
+        config = config.domain_name(name.clone());
+    }
+    config
+}
+
 pub(crate) struct Endpoints {
     current: RwLock<Arc<EndpointList>>,
     next: AtomicUsize,
     connect_timeout: Duration,
     breaker: BreakerConfig,
+    tls: Option<ClientTlsConfig>,
     resolving: Option<Resolving>,
     stats: Arc<StatCounters>,
 }
@@ -113,6 +130,7 @@ impl Endpoints {
             next: AtomicUsize::new(0),
             connect_timeout: config.connect_timeout,
             breaker: config.breaker,
+            tls: config.tls.as_ref().map(tls_config),
             resolving,
             stats,
         };
@@ -133,6 +151,16 @@ impl Endpoints {
             })?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
+        let endpoint =
+            match &self.tls {
+                Some(tls) => endpoint.tls_config(tls.clone()).map_err(|source| {
+                    ClientError::InvalidEndpoint {
+                        url: url.to_owned(),
+                        source,
+                    }
+                })?,
+                None => endpoint,
+            };
         Ok(Arc::new(BrokerEndpoint {
             url: url.to_owned(),
             channel: endpoint.connect_lazy(),

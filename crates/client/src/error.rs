@@ -34,6 +34,8 @@ pub enum ClientError {
     ResolvedNothing { target: String },
     #[error("broker discovery target {target:?} has not resolved to any address yet")]
     NotResolved { target: String },
+    #[error("the bearer token is not a valid header value (printable ASCII only)")]
+    InvalidBearerToken,
     #[error("the broker client must be created inside a Tokio runtime")]
     NoRuntime,
     #[error("every broker endpoint is out of rotation (circuit breakers open)")]

@@ -47,7 +47,7 @@ mod stats;
 
 pub use breaker::BreakerConfig;
 pub use client::{GetTokenReply, TokenBrokerClient};
-pub use config::ClientConfig;
+pub use config::{BearerToken, ClientConfig, ClientTls};
 pub use discovery::{Discovery, ResolveFuture, Resolver, SystemResolver};
 pub use error::ClientError;
 pub use stats::ClientStats;

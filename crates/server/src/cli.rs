@@ -10,7 +10,10 @@ use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
 use tokenbroker_proto::v1::{
     DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest, SERVICE_NAME,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,18 +25,47 @@ use tonic_health::pb::health_client::HealthClient;
     about = "Shares Cosmos DB session tokens between pods"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, clap::Args)]
+/// How the client commands reach the broker. Global: before or after the subcommand.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// Broker address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// Broker address (`https://` for TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENBROKER_CLI_BROKER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub broker: String,
     /// Deadline of the call.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// PEM CA certificate to verify the broker with (TLS; default: the system's roots).
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one (mutual TLS); with --key.
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Bearer token sent as `authorization: Bearer <token>` (prefer the environment variable:
+    /// a flag shows in the process list).
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENBROKER_CLI_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Name the broker's certificate is checked against, when not the address's host.
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_DOMAIN_NAME")]
+    pub domain_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,8 +78,6 @@ pub enum Command {
     },
     /// Merge a session token into the stored one; prints the stored result.
     Put {
-        #[command(flatten)]
-        target: Target,
         #[arg(long)]
         scope: String,
         #[arg(long)]
@@ -57,8 +87,6 @@ pub enum Command {
     },
     /// Print the stored token (exit code 1 when none is stored).
     Get {
-        #[command(flatten)]
-        target: Target,
         #[arg(long)]
         scope: String,
         #[arg(long)]
@@ -70,8 +98,6 @@ pub enum Command {
     /// Remove the ranges of a token that Cosmos could not serve from the stored token; prints
     /// what remains (exit code 1 when nothing was removed).
     Discard {
-        #[command(flatten)]
-        target: Target,
         #[arg(long)]
         scope: String,
         #[arg(long)]
@@ -84,8 +110,6 @@ pub enum Command {
     },
     /// Merge tokens on the broker without storing them.
     Merge {
-        #[command(flatten)]
-        target: Target,
         #[arg(required = true)]
         tokens: Vec<String>,
     },
@@ -93,8 +117,6 @@ pub enum Command {
     Decode { token: String },
     /// Check a broker's health (exit code 0 only when SERVING).
     Health {
-        #[command(flatten)]
-        target: Target,
         /// Health service name: "" for liveness, the broker's service name for readiness.
         #[arg(long, default_value = SERVICE_NAME)]
         service: String,
@@ -112,21 +134,75 @@ pub enum CliError {
     Rpc(#[from] tonic::Status),
     #[error("{0}")]
     Token(#[from] session_token::ParseError),
+    #[error("cannot read {0}: {1}")]
+    File(String, std::io::Error),
+    #[error("--token: not a valid header value (printable ASCII only)")]
+    BearerToken,
 }
 
-async fn channel(target: &Target) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(target.broker.clone())
+/// Adds the bearer token, if any, to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Connection = InterceptedService<Channel, Bearer>;
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::File(path.display().to_string(), e))
+}
+
+async fn channel(target: &Target) -> Result<Connection, CliError> {
+    let mut endpoint = Endpoint::from_shared(target.broker.clone())
         .map_err(|e| CliError::Address(target.broker.clone(), e))?
         .connect_timeout(target.timeout)
         .timeout(target.timeout);
-    endpoint
+    let tls = target.ca.is_some() || target.cert.is_some() || target.broker.starts_with("https://");
+    if tls {
+        let mut config = ClientTlsConfig::new();
+        config = match &target.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&target.cert, &target.key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &target.domain_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| CliError::Address(target.broker.clone(), e))?;
+    }
+    let bearer = match &target.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| CliError::BearerToken)?,
+        ),
+        None => None,
+    };
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| CliError::Connect(target.broker.clone(), e))
+        .map_err(|e| CliError::Connect(target.broker.clone(), e))?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 /// Runs a client command; returns the process exit code.
-pub async fn run_client(command: Command) -> Result<i32, CliError> {
+pub async fn run_client(target: Target, command: Command) -> Result<i32, CliError> {
     match command {
         Command::Serve { .. } => Ok(2),
         Command::Decode { token } => {
@@ -134,12 +210,7 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
             print!("{}", crate::decode::table(&token));
             Ok(0)
         }
-        Command::Put {
-            target,
-            scope,
-            key,
-            token,
-        } => {
+        Command::Put { scope, key, token } => {
             let mut client = TokenBrokerClient::new(channel(&target).await?);
             let r = client
                 .put_token(PutTokenRequest {
@@ -152,12 +223,7 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
             println!("{}", r.session_token);
             Ok(0)
         }
-        Command::Get {
-            target,
-            scope,
-            key,
-            ranges,
-        } => {
+        Command::Get { scope, key, ranges } => {
             let mut client = TokenBrokerClient::new(channel(&target).await?);
             let r = client
                 .get_token(GetTokenRequest {
@@ -181,7 +247,6 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
             }
         }
         Command::Discard {
-            target,
             scope,
             key,
             ranges,
@@ -212,7 +277,7 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
                 0
             })
         }
-        Command::Merge { target, tokens } => {
+        Command::Merge { tokens } => {
             let mut client = TokenBrokerClient::new(channel(&target).await?);
             let r = client
                 .merge_token(MergeTokenRequest {
@@ -223,7 +288,7 @@ pub async fn run_client(command: Command) -> Result<i32, CliError> {
             println!("{}", r.session_token);
             Ok(0)
         }
-        Command::Health { target, service } => {
+        Command::Health { service } => {
             let mut client = HealthClient::new(channel(&target).await?);
             let r = client
                 .check(HealthCheckRequest { service })

@@ -13,9 +13,16 @@ use broker::Limits;
 use broker::storage::redis::RedisOptions;
 use serde::Deserialize;
 
+use crate::policy::AuthSettings;
+use crate::tls::TlsSettings;
+
 /// Prefix of the environment variables; nested keys are joined with `__`
 /// (`TOKENBROKER_LIMITS__MAX_KEY_BYTES`).
 pub const ENV_PREFIX: &str = "TOKENBROKER";
+
+/// Prefix of the CLI's own environment variables (`TOKENBROKER_CLI_BROKER`...), which the
+/// server's configuration ignores.
+pub const CLI_ENV_PREFIX: &str = "TOKENBROKER_CLI_";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +37,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub telemetry: TelemetrySettings,
     pub server: ServerSettings,
+    pub auth: AuthSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -45,6 +53,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             telemetry: TelemetrySettings::default(),
             server: ServerSettings::default(),
+            auth: AuthSettings::default(),
             shutdown: ShutdownSettings::default(),
         }
     }
@@ -193,6 +202,11 @@ pub struct ServerSettings {
     /// scaling or a rollout added. Zero disables it.
     #[serde(with = "humantime_serde")]
     pub max_connection_age: Duration,
+    /// TLS on the gRPC port (`server.tls.*`); off unless the certificate files are set.
+    pub tls: TlsSettings,
+    /// With TLS on, `grpc.health.v1.Health` is also served here in plaintext, alone, for
+    /// probes that speak neither TLS nor auth (Kubernetes' native gRPC probe).
+    pub health_listen: String,
 }
 
 impl Default for ServerSettings {
@@ -201,6 +215,8 @@ impl Default for ServerSettings {
             max_message_bytes: 2 * 1024 * 1024,
             max_concurrent_streams: 1024,
             max_connection_age: Duration::from_secs(300),
+            tls: TlsSettings::default(),
+            health_listen: "0.0.0.0:50052".into(),
         }
     }
 }
@@ -254,9 +270,13 @@ impl Settings {
                     .required(true),
             );
         }
+        // TOKENBROKER_CLI_* belong to the CLI's client commands (`--broker` and the like), not
+        // to the server's configuration.
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+            .filter(|(k, _)| {
+                k.starts_with(&format!("{ENV_PREFIX}_")) && !k.starts_with(CLI_ENV_PREFIX)
+            })
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
@@ -308,6 +328,15 @@ impl Settings {
                 "shutdown.readiness_delay and shutdown.drain_timeout: at most 1day".into(),
             );
         }
+        self.server.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.server.tls.enabled() && self.server.health_listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "server.health_listen: {:?} is not an address such as 0.0.0.0:50052 (needed \
+                 with TLS on: probes cannot speak TLS)",
+                self.server.health_listen
+            ));
+        }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.server.max_concurrent_streams == 0 {
             return invalid("server.max_concurrent_streams: must be at least 1".into());
         }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::Broker;
+
+use crate::auth::Denials;
 use broker::metrics::{Histogram, HistogramSnapshot, Kind, LATENCY_BUCKETS, Sample};
 use tokio::net::TcpListener;
 
@@ -22,14 +24,24 @@ const CODES: usize = 17;
 pub struct RpcMetrics {
     /// One histogram per method × status code.
     series: Vec<Histogram>,
+    /// Calls refused by the authorization policy, by reason (shared with the authorizer).
+    pub denials: Arc<Denials>,
 }
 
 impl Default for RpcMetrics {
     fn default() -> Self {
+        Self::with_denials(Arc::default())
+    }
+}
+
+impl RpcMetrics {
+    /// Metrics that also report the authorizer's `denials`.
+    pub fn with_denials(denials: Arc<Denials>) -> Self {
         Self {
             series: (0..METHODS.len() * CODES)
                 .map(|_| Histogram::default())
                 .collect(),
+            denials,
         }
     }
 }
@@ -46,6 +58,19 @@ impl RpcMetrics {
     /// Samples of the calls seen so far (method × code pairs never seen are left out).
     fn samples(&self) -> Vec<Sample> {
         let mut out = Vec::new();
+        for (reason, count) in [
+            ("unauthenticated", &self.denials.unauthenticated),
+            ("permission_denied", &self.denials.permission_denied),
+        ] {
+            out.push(
+                Sample::counter(
+                    "tokenbroker_auth_denials_total",
+                    "Calls refused by the authorization policy, by reason.",
+                    count.load(std::sync::atomic::Ordering::Relaxed),
+                )
+                .label("reason", reason),
+            );
+        }
         for (m, method) in METHODS.iter().enumerate() {
             for c in 0..CODES {
                 let h = &self.series[m * CODES + c];

@@ -24,9 +24,29 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::Authorizer;
 use crate::config::{ServerSettings, Settings};
 use crate::metrics::RpcMetrics;
 use crate::service::TokenBrokerService;
+use crate::tls::TlsConfigs;
+
+/// One start-up warning when anyone who reaches the port may write any scope.
+fn warn_if_open(settings: &Settings, auth: &Authorizer) {
+    if auth.enforcing() {
+        return;
+    }
+    if settings.server.tls.client_ca_file.is_some() {
+        tracing::warn!(
+            "no auth.policy_file: any client with a certificate from server.tls.client_ca_file can \
+             read and write every scope"
+        );
+    } else {
+        tracing::warn!(
+            "no auth.policy_file and no client certificates: any client that reaches the port can \
+             read and write every scope (see docs/configuration.md: server.tls, auth.policy_file)"
+        );
+    }
+}
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +57,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the store: {0}")]
     Store(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("cannot listen on {addr} for health probes: {source}")]
+    HealthListen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The sockets a server serves on.
+pub struct Listeners {
+    /// The gRPC port (TLS when `server.tls` is set).
+    pub grpc: TcpListener,
+    /// `/metrics`, when enabled.
+    pub metrics: Option<TcpListener>,
+    /// The plaintext health port, used with TLS on; bound from `server.health_listen` when
+    /// `None`.
+    pub health: Option<TcpListener>,
 }
 
 /// Builds the store the settings ask for: Redis when `redis.primary_url` is set, otherwise the
@@ -139,6 +179,47 @@ pub async fn serve_with_metrics(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+        health: None,
+    };
+    serve_with(settings, store, listeners, shutdown).await
+}
+
+type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serves on `listeners` until `shutdown` completes, then drains (see the module docs).
+pub async fn serve_with(
+    settings: Settings,
+    store: Arc<dyn TokenStore>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+        health: health_listener,
+    } = listeners;
+    let auth = Authorizer::from_settings(&settings.auth)?;
+    let tls = if settings.server.tls.enabled() {
+        Some(TlsConfigs::new(crate::tls::load(&settings.server.tls)?))
+    } else {
+        None
+    };
+    let health_listener = match (&tls, health_listener) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(_), None) => {
+            let addr = settings.server.health_listen.clone();
+            Some(
+                TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| ServeError::HealthListen { addr, source })?,
+            )
+        }
+    };
+    warn_if_open(&settings, &auth);
     let broker = Broker::new(
         store.clone(),
         settings.limits.clone(),
@@ -146,10 +227,13 @@ pub async fn serve_with_metrics(
             ttl: settings.token.ttl,
         },
     );
-    let rpc_metrics = Arc::new(RpcMetrics::default());
-    let service =
-        TokenBrokerServer::new(TokenBrokerService::new(broker.clone(), rpc_metrics.clone()))
-            .max_decoding_message_size(settings.server.max_message_bytes);
+    let rpc_metrics = Arc::new(RpcMetrics::with_denials(auth.denials.clone()));
+    let service = TokenBrokerServer::new(TokenBrokerService::with_authorizer(
+        broker.clone(),
+        rpc_metrics.clone(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(settings.server.max_message_bytes);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
@@ -176,23 +260,61 @@ pub async fn serve_with_metrics(
         )));
     }
 
+    if let Some(path) = &settings.auth.policy_file {
+        background.push(tokio::spawn(
+            auth.clone()
+                .watch(path.clone(), settings.auth.reload_interval()),
+        ));
+    }
+    if let Some(configs) = &tls {
+        background.push(tokio::spawn(
+            configs.clone().watch(settings.server.tls.clone()),
+        ));
+    }
+    let (health_stop_tx, health_stop_rx) = oneshot::channel::<()>();
+    if let Some(health_listener) = health_listener {
+        tracing::info!(listen = ?health_listener.local_addr().ok(), "health (plaintext, for probes) served apart from the TLS port");
+        let health_only = tonic::transport::Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(incoming(health_listener), async {
+                let _ = health_stop_rx.await;
+            });
+        background.push(tokio::spawn(async move {
+            if let Err(error) = health_only.await {
+                tracing::error!(%error, "health port stopped");
+            }
+        }));
+    }
+
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, store = %store.describe(), "tokenbroker serving");
+    tracing::info!(
+        listen = ?local,
+        tls = tls.is_some(),
+        mutual_tls = settings.server.tls.client_ca_file.is_some(),
+        policy = auth.enforcing(),
+        store = %store.describe(),
+        "tokenbroker serving"
+    );
 
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
-    let server = transport(&settings.server)
+    let drained = async {
+        let _ = drain_rx.await;
+    };
+    let router = transport(&settings.server)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = drain_rx.await;
-        });
-    tokio::pin!(server);
+        .add_service(service);
+    let mut server: Serving = match tls {
+        Some(configs) => Box::pin(
+            router.serve_with_incoming_shutdown(crate::tls::incoming(listener, configs), drained),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), drained)),
+    };
     tokio::pin!(shutdown);
 
     let result = tokio::select! {
@@ -229,6 +351,7 @@ pub async fn serve_with_metrics(
             }
         }
     };
+    let _ = health_stop_tx.send(());
     background.iter().for_each(|t| t.abort());
     tracing::info!("tokenbroker stopped");
     result.map_err(ServeError::from)

@@ -19,7 +19,9 @@ use tracing::Instrument;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{Authorizer, Caller};
 use crate::metrics::{METHODS, RpcMetrics};
+use crate::policy::Access;
 use crate::telemetry;
 
 /// Span names: the full gRPC method names, in the order of [`METHODS`].
@@ -47,11 +49,22 @@ fn server_error(code: Code) -> bool {
 pub struct TokenBrokerService {
     broker: Broker,
     metrics: Arc<RpcMetrics>,
+    auth: Authorizer,
 }
 
 impl TokenBrokerService {
+    /// The service; every caller may do everything (no policy).
     pub fn new(broker: Broker, metrics: Arc<RpcMetrics>) -> Self {
-        Self { broker, metrics }
+        Self::with_authorizer(broker, metrics, Authorizer::allow_all())
+    }
+
+    /// The service, checking every call with `auth` first.
+    pub fn with_authorizer(broker: Broker, metrics: Arc<RpcMetrics>, auth: Authorizer) -> Self {
+        Self {
+            broker,
+            metrics,
+            auth,
+        }
     }
 
     /// Runs one RPC body in its span (a child of the caller's `traceparent`, if any) and
@@ -101,8 +114,11 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<PutTokenRequest>,
     ) -> Result<Response<PutTokenResponse>, Status> {
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, extensions, r) = request.into_parts();
+        let caller = Caller::from_request(&metadata, &extensions);
         self.measured(0, &metadata, async {
+            self.auth
+                .check(&caller, Some(&r.scope), Some(Access::Write))?;
             let stored = self
                 .broker
                 .put(&r.scope, &r.key, &r.session_token)
@@ -119,8 +135,11 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<GetTokenRequest>,
     ) -> Result<Response<GetTokenResponse>, Status> {
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, extensions, r) = request.into_parts();
+        let caller = Caller::from_request(&metadata, &extensions);
         self.measured(1, &metadata, async {
+            self.auth
+                .check(&caller, Some(&r.scope), Some(Access::Read))?;
             let result = self
                 .broker
                 .get(&r.scope, &r.key, &r.partition_key_range_ids)
@@ -139,8 +158,10 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<MergeTokenRequest>,
     ) -> Result<Response<MergeTokenResponse>, Status> {
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, extensions, r) = request.into_parts();
+        let caller = Caller::from_request(&metadata, &extensions);
         self.measured(2, &metadata, async {
+            self.auth.check(&caller, None, None)?;
             let merged = self.broker.merge(&r.session_tokens).map_err(status)?;
             Ok(MergeTokenResponse {
                 session_token: merged.to_string(),
@@ -153,8 +174,11 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<DiscardTokenRequest>,
     ) -> Result<Response<DiscardTokenResponse>, Status> {
-        let (metadata, _, r) = request.into_parts();
+        let (metadata, extensions, r) = request.into_parts();
+        let caller = Caller::from_request(&metadata, &extensions);
         self.measured(3, &metadata, async {
+            self.auth
+                .check(&caller, Some(&r.scope), Some(Access::Write))?;
             let discarded = self
                 .broker
                 .discard(

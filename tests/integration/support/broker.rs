@@ -30,6 +30,8 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// The Prometheus endpoint (`/metrics`).
     pub metrics_addr: SocketAddr,
+    /// The plaintext health port, with TLS on.
+    pub health_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServeError>>>,
 }
@@ -46,19 +48,25 @@ impl TestBroker {
         let addr = listener.local_addr().unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = metrics.local_addr().unwrap();
+        let health = if settings.server.tls.enabled() {
+            Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let health_addr = health.as_ref().map(|h| h.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_with_metrics(
-            settings,
-            store,
-            listener,
-            Some(metrics),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let listeners = server::Listeners {
+            grpc: listener,
+            metrics: Some(metrics),
+            health,
+        };
+        let task = tokio::spawn(server::serve_with(settings, store, listeners, async {
+            let _ = stopped.await;
+        }));
         Self {
             addr,
             metrics_addr,
+            health_addr,
             stop: Some(stop),
             task: Some(task),
         }

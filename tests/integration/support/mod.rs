@@ -1,6 +1,7 @@
 //! Test harness: in-process brokers on loopback, and the built `tokenbroker` binary.
 
 pub mod broker;
+pub mod certs;
 pub mod process;
 pub mod redis;
 pub mod stores;
