@@ -431,3 +431,178 @@ async fn certificate_rotation_under_load_fails_no_call() {
         "the old certificate is still served to new connections"
     );
 }
+
+/// The Rust client and the CLI: TLS with a CA, a client certificate (mutual TLS), a bearer
+/// token; the CLI's options before or after the subcommand, or from the environment.
+#[tokio::test]
+async fn the_rust_client_and_the_cli_use_tls_client_certificates_and_bearer_tokens() {
+    use tokenbroker_client::{ClientConfig, ClientTls};
+
+    let pki = Pki::new();
+    let mut s = pki.settings(true);
+    let policy = pki.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[allow]]\nidentity = \"{TEAM_A}\"\nscopes = [\"team-a/*\"]\naccess = [\"read\", \"write\"]\n\
+             [[allow]]\nbearer_token_sha256 = \"{}\"\nscopes = [\"cli/*\"]\naccess = [\"read\", \"write\"]\n",
+            sha256_hex("cli-secret")
+        ),
+    )
+    .unwrap();
+    s.auth.policy_file = Some(policy);
+    let broker = TestBroker::start(s).await;
+    let url = format!("https://127.0.0.1:{}", broker.addr.port());
+    let a = pki.ca.client(TEAM_A);
+
+    let client = tokenbroker_client::TokenBrokerClient::new(
+        ClientConfig::new([url.clone()])
+            .with_deadline(Duration::from_secs(5))
+            .with_tls(
+                ClientTls::with_ca(pki.ca.pem())
+                    .with_identity(a.cert_pem.clone(), a.key_pem.clone()),
+            ),
+    )
+    .unwrap();
+    assert_eq!(
+        client.put_token("team-a/x", "k", "0:1#3").await.unwrap(),
+        "0:1#3"
+    );
+    let c = pki.ca.client(TEAM_C);
+    let with_bearer = tokenbroker_client::TokenBrokerClient::new(
+        ClientConfig::new([url.clone()])
+            .with_deadline(Duration::from_secs(5))
+            .with_tls(
+                ClientTls::with_ca(pki.ca.pem())
+                    .with_identity(c.cert_pem.clone(), c.key_pem.clone()),
+            )
+            .with_bearer_token("cli-secret"),
+    )
+    .unwrap();
+    with_bearer.put_token("cli/x", "k", "0:1#4").await.unwrap();
+    let denied = with_bearer
+        .put_token("team-a/x", "k", "0:1#4")
+        .await
+        .unwrap_err();
+    assert!(denied.is_rejection(), "{denied}");
+    let no_certificate = tokenbroker_client::TokenBrokerClient::new(
+        ClientConfig::new([url.clone()])
+            .with_deadline(Duration::from_secs(5))
+            .with_tls(ClientTls::with_ca(pki.ca.pem())),
+    )
+    .unwrap();
+    assert!(
+        no_certificate
+            .get_token("team-a/x", "k", &[])
+            .await
+            .is_err()
+    );
+
+    let (cert, key) = a.write(pki.path(), "team-a");
+    let ca = pki.ca.write(pki.path(), "ca.pem");
+    let (cert, key, ca) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let tls_args = [
+        "--ca",
+        ca.as_str(),
+        "--cert",
+        cert.as_str(),
+        "--cert-key",
+        key.as_str(),
+    ];
+    // Options before the subcommand.
+    let mut args = vec!["--broker", url.as_str()];
+    args.extend(tls_args);
+    args.extend(["get", "--scope", "team-a/x", "--key", "k"]);
+    let out = run_cli(&args, &[]).await;
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    assert_eq!(out.1, "0:1#3\n");
+    // After it, the broker from the environment, a bearer token from the environment.
+    let (cert_c, key_c) = c.write(pki.path(), "team-c");
+    let (cert_c, key_c) = (cert_c.display().to_string(), key_c.display().to_string());
+    let args = [
+        "get",
+        "--scope",
+        "cli/x",
+        "--key",
+        "k",
+        "--ca",
+        ca.as_str(),
+        "--cert",
+        cert_c.as_str(),
+        "--cert-key",
+        key_c.as_str(),
+    ];
+    let out = run_cli(
+        &args,
+        &[
+            ("TOKENBROKER_CLI_BROKER", url.as_str()),
+            ("TOKENBROKER_CLI_TOKEN", "cli-secret"),
+        ],
+    )
+    .await;
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    assert_eq!(out.1, "0:1#4\n");
+    let out = run_cli(&args, &[("TOKENBROKER_CLI_BROKER", url.as_str())]).await;
+    assert_eq!(out.0, Some(2), "no token: refused");
+    assert!(out.2.contains("PermissionDenied"), "{}", out.2);
+    broker.stop().await;
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOKENBROKER_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// No policy: one start-up warning that any client can write any scope; and a log written to
+/// a pipe (not a terminal) carries no colour codes.
+#[tokio::test]
+async fn without_a_policy_the_start_up_log_warns_in_plain_text() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let port = crate::support::process::free_port();
+    let mut child = crate::support::process::spawn_broker_binary(
+        &[("TOKENBROKER_LISTEN", format!("127.0.0.1:{port}"))],
+        std::process::Stdio::piped(),
+    );
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let serving = line.contains("tokenbroker serving");
+            seen.push(line);
+            if serving {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(found, Ok(true), "{seen:#?}");
+    let warnings: Vec<_> = seen
+        .iter()
+        .filter(|l| l.contains("can read and write every scope"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{seen:#?}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
+}

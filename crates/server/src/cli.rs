@@ -48,12 +48,12 @@ pub struct Target {
     /// PEM CA certificate to verify the broker with (TLS; default: the system's roots).
     #[arg(long, global = true, env = "TOKENBROKER_CLI_CA")]
     pub ca: Option<PathBuf>,
-    /// PEM client certificate, for brokers that require one (mutual TLS); with --key.
-    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT", requires = "key")]
+    /// PEM client certificate, for brokers that require one (mutual TLS); with --cert-key.
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT", requires = "cert_key")]
     pub cert: Option<PathBuf>,
-    /// PEM private key of --cert.
-    #[arg(long, global = true, env = "TOKENBROKER_CLI_KEY", requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// PEM private key of --cert (`--key` is the broker key of get, put and discard).
+    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT_KEY", requires = "cert")]
+    pub cert_key: Option<PathBuf>,
     /// Bearer token sent as `authorization: Bearer <token>` (prefer the environment variable:
     /// a flag shows in the process list).
     #[arg(
@@ -176,7 +176,7 @@ async fn channel(target: &Target) -> Result<Connection, CliError> {
             Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
             None => config.with_native_roots(),
         };
-        if let (Some(cert), Some(key)) = (&target.cert, &target.key) {
+        if let (Some(cert), Some(key)) = (&target.cert, &target.cert_key) {
             config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         if let Some(name) = &target.domain_name {
