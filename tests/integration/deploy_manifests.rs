@@ -151,9 +151,18 @@ impl Deploy {
         (d, container)
     }
 
+    /// The environment the broker container gets, as [`Self::pod_env_as_written`], with the
+    /// files it names (TLS certificates, mounted from Secrets in a cluster) replaced by test
+    /// files, so that the loader, which reads them at start-up, can check the rest.
+    /// [`tls_files_come_from_the_mounted_secret_and_probes_use_the_health_port`] checks the
+    /// paths themselves.
+    fn pod_env(&self) -> BTreeMap<String, String> {
+        with_test_files(self.pod_env_as_written())
+    }
+
     /// The environment the broker container gets, with values (Secret values from
     /// `stringData`).
-    fn pod_env(&self) -> BTreeMap<String, String> {
+    fn pod_env_as_written(&self) -> BTreeMap<String, String> {
         let (_, c) = self.broker();
         let mut env = BTreeMap::new();
         if let Some(sources) = c.get("envFrom") {
@@ -186,6 +195,31 @@ impl Deploy {
         }
         env
     }
+}
+
+/// `env` with the TLS file variables pointing at certificates generated for the test (kept for
+/// the process's lifetime: the loader reads them when the environment is checked).
+fn with_test_files(mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    static FILES: std::sync::OnceLock<(tempfile::TempDir, BTreeMap<&'static str, String>)> =
+        std::sync::OnceLock::new();
+    let (_, files) = FILES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::support::certs::TestCa::new("manifest test CA");
+        let (cert, key) = ca.server().write(dir.path(), "tls");
+        let ca = ca.write(dir.path(), "ca.crt");
+        let files = BTreeMap::from([
+            ("TOKENBROKER_SERVER__TLS__CERT_FILE", cert.display().to_string()),
+            ("TOKENBROKER_SERVER__TLS__KEY_FILE", key.display().to_string()),
+            ("TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE", ca.display().to_string()),
+        ]);
+        (dir, files)
+    });
+    for (name, path) in files {
+        if let Some(value) = env.get_mut(*name) {
+            *value = path.clone();
+        }
+    }
+    env
 }
 
 fn default_port(addr: &str) -> u16 {
@@ -259,6 +293,8 @@ fn kustomization_lists_every_manifest_and_the_image() {
         "HorizontalPodAutoscaler",
         "ConfigMap",
         "Secret",
+        "Certificate",
+        "NetworkPolicy",
     ] {
         assert!(!deploy.of_kind(kind).is_empty(), "no {kind} in deploy/");
     }
@@ -277,14 +313,22 @@ fn deployment_ports_and_probes_match_the_server() {
     assert_eq!(ports.get("grpc"), Some(&u64::from(grpc_port())));
     assert_eq!(ports.get("metrics"), Some(&u64::from(metrics_port())));
 
-    // Native gRPC probes on the health services the server registers.
-    assert_eq!(u64_at(c, "livenessProbe.grpc.port"), u64::from(grpc_port()));
+    // Native gRPC probes on the health services the server registers, on the port that serves
+    // them in plaintext: the health port with TLS on, the gRPC port otherwise.
+    let settings = load(&deploy.pod_env()).unwrap();
+    let probe_port = if settings.server.tls.enabled() {
+        default_port(&settings.server.health_listen)
+    } else {
+        grpc_port()
+    };
+    assert_eq!(u64_at(c, "livenessProbe.grpc.port"), u64::from(probe_port));
     assert_eq!(str_at(c, "livenessProbe.grpc.service"), "");
-    assert_eq!(
-        u64_at(c, "readinessProbe.grpc.port"),
-        u64::from(grpc_port())
-    );
+    assert_eq!(u64_at(c, "readinessProbe.grpc.port"), u64::from(probe_port));
     assert_eq!(str_at(c, "readinessProbe.grpc.service"), SERVICE_NAME);
+    assert!(
+        ports.values().any(|p| *p == u64::from(probe_port)),
+        "the probe port {probe_port} is not a container port"
+    );
 
     // The Prometheus annotation points at the metrics port.
     let annotations = string_map(d, "spec.template.metadata.annotations");
@@ -627,4 +671,97 @@ fn every_variable_mentioned_in_deployment_files_and_docs_is_a_real_key() {
             panic!("{name} is not a configuration key: {e}");
         }
     }
+}
+
+/// TLS: the certificate files the environment names are the `tls.crt` and `tls.key` of the
+/// Secret the Deployment mounts, the one the cert-manager Certificate writes, for names that
+/// include every Service; probes use the plaintext health port.
+#[test]
+fn tls_files_come_from_the_mounted_secret_and_probes_use_the_health_port() {
+    let deploy = Deploy::load();
+    let env = deploy.pod_env_as_written();
+    let (d, c) = deploy.broker();
+    let cert = Path::new(&env["TOKENBROKER_SERVER__TLS__CERT_FILE"]);
+    let key = Path::new(&env["TOKENBROKER_SERVER__TLS__KEY_FILE"]);
+    assert_eq!(cert.file_name().unwrap(), "tls.crt");
+    assert_eq!(key.file_name().unwrap(), "tls.key");
+    assert_eq!(cert.parent(), key.parent());
+    let dir = cert.parent().unwrap().to_str().unwrap();
+    let mount = seq(c, "volumeMounts")
+        .iter()
+        .find(|m| str_at(m, "mountPath") == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+    assert_eq!(at(mount, "readOnly").as_bool(), Some(true));
+    let volume = seq(d, "spec.template.spec.volumes")
+        .iter()
+        .find(|v| str_at(v, "name") == str_at(mount, "name"))
+        .expect("the mounted volume");
+    let secret = str_at(volume, "secret.secretName");
+    let certificates = deploy.of_kind("Certificate");
+    assert_eq!(certificates.len(), 1);
+    let certificate = certificates[0];
+    assert_eq!(str_at(certificate, "spec.secretName"), secret);
+    let names: BTreeSet<&str> = seq(certificate, "spec.dnsNames")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for service in deploy.of_kind("Service") {
+        let name = str_at(service, "metadata.name");
+        assert!(names.contains(name), "the certificate does not name Service {name}");
+    }
+    if let Some(ca) = env.get("TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE") {
+        assert_eq!(Path::new(ca), Path::new(dir).join("ca.crt"));
+    }
+    let settings = load(&deploy.pod_env()).unwrap();
+    assert!(settings.server.tls.enabled());
+    let health = default_port(&settings.server.health_listen);
+    let health_port = seq(c, "ports")
+        .iter()
+        .find(|p| str_at(p, "name") == "health")
+        .map(|p| u64_at(p, "containerPort"));
+    assert_eq!(health_port, Some(u64::from(health)));
+}
+
+/// The NetworkPolicy selects the broker pods; only labelled clients reach the gRPC port,
+/// anyone the health port (probes); every port it names is a container port.
+#[test]
+fn the_network_policy_opens_grpc_to_labelled_clients_and_health_to_probes() {
+    let deploy = Deploy::load();
+    let labels = pod_labels(&deploy);
+    let (_, c) = deploy.broker();
+    let container_ports: BTreeSet<String> = seq(c, "ports")
+        .iter()
+        .map(|p| str_at(p, "name").to_string())
+        .collect();
+    let policies = deploy.of_kind("NetworkPolicy");
+    assert_eq!(policies.len(), 1);
+    let policy = policies[0];
+    assert!(selects(&string_map(policy, "spec.podSelector.matchLabels"), &labels));
+    assert!(
+        seq(policy, "spec.policyTypes")
+            .iter()
+            .any(|t| t.as_str() == Some("Ingress"))
+    );
+    let mut grpc_from = None;
+    let mut health_open = false;
+    for rule in seq(policy, "spec.ingress") {
+        for port in seq(rule, "ports") {
+            let name = str_at(port, "port");
+            assert!(container_ports.contains(name), "no container port {name}");
+            match name {
+                "grpc" => grpc_from = Some(rule.get("from").cloned()),
+                "health" => health_open = rule.get("from").is_none(),
+                _ => {}
+            }
+        }
+    }
+    let from = grpc_from.expect("a rule for the gRPC port").expect("restricted by `from`");
+    let peers = from.as_sequence().unwrap();
+    assert!(
+        peers
+            .iter()
+            .all(|p| !string_map(p, "podSelector.matchLabels").is_empty()),
+        "every peer allowed on the gRPC port must carry a client label: {peers:?}"
+    );
+    assert!(health_open, "probes must reach the health port");
 }
