@@ -2,66 +2,134 @@
 //!
 //! Why it exists: a broker you can run with no dependencies, for development, tests and
 //! single-replica deployments. It is not durable and not shared between broker replicas, and the
-//! server says so at start-up. Keys are spread over shards, each behind a short-held mutex, so
-//! a put's read-merge-write is atomic per key without serialising unrelated keys. Expired
-//! entries are purged lazily on access and in amortised sweeps, so no background task is needed.
+//! server says so at start-up.
+//!
+//! How it keeps its guarantees in little memory (docs/operations.md has the measured figures):
+//! - keys are spread over shards ([`shards`]), each behind a short-held mutex, so a put's
+//!   read-merge-write is atomic per key without serialising unrelated keys;
+//! - a key is one compact record ([`record`]): scope, key and canonical token text packed in
+//!   the shard's memory map ([`arena`]), its position, expiry and hash tag in a 16-byte slot;
+//! - expired keys are invisible at once (every read checks the expiry) and removed by a
+//!   background sweeper ([`sweeper`]) in small chunks, which shrinks tables and compacts arenas
+//!   that emptied, so the memory of keys nobody writes again goes back to the OS without
+//!   waiting for a request to meet them;
+//! - `max_keys` bounds the keys stored (expired ones count until swept): a new key past it is
+//!   refused with [`StoreError::Full`], after the shard's expired keys were purged.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod arena;
+mod record;
+mod shards;
+mod sweeper;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use session_token::SessionToken;
 use tokio::sync::watch;
 
+use self::record::{Encoded, Slot};
+use self::shards::{Place, Shard, Shards, rehash, table_hash};
 use super::discard::{self, Discarded};
 use super::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
-const SHARDS: usize = 64;
-/// A shard sweeps its expired entries once every this many puts into it.
-const SWEEP_EVERY: u32 = 1024;
-
-struct Entry {
-    token: SessionToken,
-    expires_at: Instant,
-}
-
-#[derive(Default)]
-struct Shard {
-    entries: HashMap<StoreKey, Entry>,
-    puts_since_sweep: u32,
-}
+/// How often the sweeper passes over every shard by default.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A sharded in-memory token store.
 pub struct MemoryStore {
-    shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
-    max_keys_per_shard: usize,
-    max_keys: usize,
+    shards: Arc<Shards>,
     ready: watch::Sender<bool>,
+    /// Dropping the store stops its sweeper.
+    _sweeper: Option<sweeper::SweeperHandle>,
 }
 
 impl MemoryStore {
-    /// A store holding at most about `max_keys` tokens (the bound is enforced per shard).
+    /// A store holding at most `max_keys` tokens, swept every [`DEFAULT_SWEEP_INTERVAL`].
     pub fn new(max_keys: usize) -> Self {
+        Self::with_sweep_interval(max_keys, DEFAULT_SWEEP_INTERVAL)
+    }
+
+    /// A store holding at most `max_keys` tokens whose sweeper passes every `interval`.
+    pub fn with_sweep_interval(max_keys: usize, interval: Duration) -> Self {
+        let shards = Arc::new(Shards::new(max_keys.max(1)));
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
-            max_keys_per_shard: max_keys.div_ceil(SHARDS).max(1),
-            max_keys,
+            _sweeper: sweeper::start(shards.clone(), interval),
+            shards,
             ready: watch::Sender::new(true),
         }
     }
 
-    fn shard(&self, key: &StoreKey) -> std::sync::MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
-        // A panic while holding the lock cannot leave an entry half-written (entries are
-        // replaced whole), so a poisoned shard is still consistent: keep serving it.
-        match self.shards[index].lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+    /// Keys stored, counting expired keys the sweeper has not removed yet.
+    pub fn len(&self) -> usize {
+        self.shards.count()
+    }
+
+    /// True when no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn within_segment_limit(token: &SessionToken, params: PutParams) -> Result<(), StoreError> {
+    if token.len() > params.max_segments {
+        return Err(StoreError::TooManySegments {
+            segments: token.len(),
+            limit: params.max_segments,
+        });
+    }
+    Ok(())
+}
+
+/// The bucket index and slot of `key` in a locked shard.
+fn find(shard: &Shard, place: Place, key: &StoreKey) -> Option<(usize, Slot)> {
+    let index = shard.table.find_bucket_index(table_hash(place.tag), |s| {
+        s.tag == place.tag && shard.arena.view(s).is_for(key)
+    })?;
+    Some((index, *shard.table.get_bucket(index)?))
+}
+
+/// Removes the slot at `index` of a locked shard; its record's bytes are dead.
+fn remove(shard: &mut Shard, index: usize) -> bool {
+    match shard.table.get_bucket_entry(index) {
+        Ok(entry) => {
+            let (slot, _) = entry.remove();
+            shard.arena.forget(&slot);
+            true
         }
+        Err(_) => false,
+    }
+}
+
+impl MemoryStore {
+    /// Removes an expired slot met by a request (the sweeper would, a little later).
+    fn remove_expired(&self, shard: &mut Shard, index: usize) {
+        if remove(shard, index) {
+            self.shards.release(1);
+        }
+    }
+
+    /// Writes `token` as the record of the existing slot at `index`, with a new expiry.
+    fn rewrite(
+        shard: &mut Shard,
+        index: usize,
+        slot: Slot,
+        key: &StoreKey,
+        token: &str,
+        expires: u32,
+    ) -> Result<(), StoreError> {
+        let record = Encoded::new(key, token)?;
+        let Shard { table, arena } = shard;
+        let (at, len) = arena.replace_token(table, &slot, &record, token)?;
+        if let Some(s) = table.get_bucket_mut(index) {
+            *s = Slot {
+                at,
+                len,
+                expires,
+                ..slot
+            };
+        }
+        Ok(())
     }
 }
 
@@ -73,60 +141,62 @@ impl TokenStore for MemoryStore {
         token: &SessionToken,
         params: PutParams,
     ) -> Result<SessionToken, StoreError> {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        shard.puts_since_sweep += 1;
-        if shard.puts_since_sweep >= SWEEP_EVERY {
-            shard.puts_since_sweep = 0;
-            shard.entries.retain(|_, e| e.expires_at > now);
+        let place = self.shards.place(key);
+        let now = self.shards.now();
+        let expires = self.shards.expiry(params.ttl);
+        let mut guard = self.shards.lock(place.shard);
+        let shard = &mut *guard;
+        if let Some((index, slot)) = find(shard, place, key) {
+            // An expired record is replaced as if absent: its token does not come back.
+            let merged = if slot.is_expired(now) {
+                token.clone()
+            } else {
+                shard.arena.view(&slot).token()?.merge(token)?
+            };
+            within_segment_limit(&merged, params)?;
+            Self::rewrite(shard, index, slot, key, &merged.to_string(), expires)?;
+            return Ok(merged);
         }
-        let stored = shard
-            .entries
-            .get(key)
-            .filter(|e| e.expires_at > now)
-            .map(|e| &e.token);
-        let merged = match stored {
-            Some(stored) => stored.merge(token)?,
-            None => token.clone(),
-        };
-        if merged.len() > params.max_segments {
-            return Err(StoreError::TooManySegments {
-                segments: merged.len(),
-                limit: params.max_segments,
-            });
-        }
-        if stored.is_none() && !shard.entries.contains_key(key) {
-            if shard.entries.len() >= self.max_keys_per_shard {
-                shard.entries.retain(|_, e| e.expires_at > now);
-            }
-            if shard.entries.len() >= self.max_keys_per_shard {
+        within_segment_limit(token, params)?;
+        let text = token.to_string();
+        let record = Encoded::new(key, &text)?;
+        if !self.shards.reserve() {
+            self.shards.purge(shard);
+            if !self.shards.reserve() {
                 return Err(StoreError::Full {
-                    limit: self.max_keys,
+                    limit: self.shards.max_keys,
                 });
             }
         }
-        let expires_at = now
-            .checked_add(params.ttl)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365));
-        shard.entries.insert(
-            key.clone(),
-            Entry {
-                token: merged.clone(),
-                expires_at,
-            },
-        );
-        Ok(merged)
+        let (at, len) = match shard.arena.append(&mut shard.table, &record) {
+            Ok(position) => position,
+            Err(e) => {
+                self.shards.release(1);
+                return Err(e);
+            }
+        };
+        let slot = Slot {
+            at,
+            len,
+            expires,
+            tag: place.tag,
+        };
+        shard
+            .table
+            .insert_unique(table_hash(place.tag), slot, rehash);
+        Ok(token.clone())
     }
 
     async fn get(&self, key: &StoreKey) -> Result<Lookup, StoreError> {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        let token = match shard.entries.get(key) {
-            Some(e) if e.expires_at > now => Some(e.token.clone()),
-            Some(_) => {
-                shard.entries.remove(key);
+        let place = self.shards.place(key);
+        let now = self.shards.now();
+        let mut guard = self.shards.lock(place.shard);
+        let token = match find(&guard, place, key) {
+            Some((index, slot)) if slot.is_expired(now) => {
+                self.remove_expired(&mut guard, index);
                 None
             }
+            Some((_, slot)) => Some(guard.arena.view(&slot).token()?),
             None => None,
         };
         Ok(Lookup {
@@ -140,16 +210,31 @@ impl TokenStore for MemoryStore {
         key: &StoreKey,
         failed: &SessionToken,
     ) -> Result<Discarded, StoreError> {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        let Some(entry) = shard.entries.get_mut(key).filter(|e| e.expires_at > now) else {
+        let place = self.shards.place(key);
+        let now = self.shards.now();
+        let mut guard = self.shards.lock(place.shard);
+        let Some((index, slot)) = find(&guard, place, key) else {
             return Ok(Discarded::default());
         };
-        let discarded = discard::apply(&entry.token, failed);
+        if slot.is_expired(now) {
+            self.remove_expired(&mut guard, index);
+            return Ok(Discarded::default());
+        }
+        let discarded = discard::apply(&guard.arena.view(&slot).token()?, failed);
         match &discarded.remaining {
-            Some(remaining) => entry.token = remaining.clone(),
+            // The TTL stays as it is.
+            Some(remaining) => Self::rewrite(
+                &mut guard,
+                index,
+                slot,
+                key,
+                &remaining.to_string(),
+                slot.expires,
+            )?,
             None => {
-                shard.entries.remove(key);
+                if remove(&mut guard, index) {
+                    self.shards.release(1);
+                }
             }
         }
         Ok(discarded)
@@ -162,7 +247,7 @@ impl TokenStore for MemoryStore {
     fn describe(&self) -> String {
         format!(
             "in-memory store (single instance, NOT durable, not shared between replicas; at most {} keys)",
-            self.max_keys
+            self.shards.max_keys
         )
     }
 }
