@@ -56,15 +56,30 @@ def main() -> int:
     parser.add_argument(
         "--dead-timeout", type=float, default=0.3, help="helper deadline against the dead brokers (seconds)"
     )
+    parser.add_argument("--ca", help="PEM CA of the broker's certificate: talk TLS")
+    parser.add_argument("--cert", help="PEM client certificate (mutual TLS), with --cert-key")
+    parser.add_argument("--cert-key", help="PEM private key of --cert")
+    parser.add_argument("--tls-name", help="name the broker's certificate is checked against")
+    parser.add_argument("--token", help="bearer token sent with every call")
     args = parser.parse_args()
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    security = dict(
+        root_certificates=read(args.ca),
+        certificate_chain=read(args.cert),
+        private_key=read(args.cert_key),
+        tls_name=args.tls_name,
+        bearer_token=args.token,
+    )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
     run = uuid.uuid4().hex[:12]
     key = f"python-example-{run}"
     helper_key = f"python-helper-{run}"
 
-    client = TokenBrokerClient(args.broker, read_timeout=args.timeout, write_timeout=args.timeout)
-    print(f"broker {args.broker}, scope {SCOPE!r}, key {key!r}")
+    client = TokenBrokerClient(
+        args.broker, read_timeout=args.timeout, write_timeout=args.timeout, **security
+    )
+    print(f"broker {args.broker}, tls {bool(args.ca)}, token {bool(args.token)}, scope {SCOPE!r}, key {key!r}")
 
     # PutToken merges per partition key range and returns the canonical stored token.
     check("put #1", client.put_token(SCOPE, key, "3:1#100#1=20,0:2#5#1=1"), "0:2#5#1=1,3:1#100#1=20")

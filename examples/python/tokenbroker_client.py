@@ -137,13 +137,30 @@ def _generate() -> str:
     return out
 
 
+# After this many helper failures in a row, the helpers log an error (once, until a call
+# succeeds again): a broker that stays unreachable must not leave reads quietly without tokens.
+LOUD_AFTER_CONSECUTIVE_FAILURES = 10
+
+# The `:authority` sent when the target names several addresses (`ipv4:a:p,b:p`): grpcio would
+# otherwise send the whole list, which is not a valid host[:port], and the broker's HTTP/2 server
+# resets every such call (PROTOCOL_ERROR, seen as INTERNAL "Received RST_STREAM").
+DEFAULT_AUTHORITY = "tokenbroker"
+
+
 class TokenBrokerClient:
     """A client for one broker target.
 
-    `target` is a gRPC target: `host:port` for one broker, or
-    `dns:///tokenbroker-headless:50051` for every pod behind a headless Service; calls are spread
-    over the resolved addresses with the round_robin policy (a plain ClusterIP Service would pin
-    the HTTP/2 connection to one pod).
+    `target` is a gRPC target: `host:port` for one broker, `dns:///tokenbroker-headless:50051`
+    for every pod behind a headless Service, or a static list `ipv4:10.0.0.1:50051,10.0.0.2:50051`;
+    calls are spread over the addresses with the round_robin policy (a plain ClusterIP Service
+    would pin the HTTP/2 connection to one pod). For a list, `authority` (default "tokenbroker")
+    is sent as `:authority`, since the list itself is not a valid one.
+
+    TLS: pass `root_certificates` (PEM bytes of the CA that signed the broker's certificate; None
+    with `tls=True` uses the system's roots), and for mutual TLS `certificate_chain` and
+    `private_key`. `tls_name` is the name the broker's certificate is checked against when the
+    target's host is not it (IP addresses, a headless Service: for example "tokenbroker").
+    `bearer_token` is sent as `authorization: Bearer <token>` with every call.
     """
 
     def __init__(
@@ -154,16 +171,41 @@ class TokenBrokerClient:
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         stubs_dir: Optional[str] = None,
         channel: Optional[grpc.Channel] = None,
+        tls: bool = False,
+        root_certificates: Optional[bytes] = None,
+        certificate_chain: Optional[bytes] = None,
+        private_key: Optional[bytes] = None,
+        tls_name: Optional[str] = None,
+        bearer_token: Optional[str] = None,
+        authority: Optional[str] = None,
     ):
         pb2, pb2_grpc = load_stubs(stubs_dir)
         self._pb2 = pb2
         self.target = target
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
-        self._channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.lb_policy_name", "round_robin")]
-        )
+        options = [("grpc.lb_policy_name", "round_robin")]
+        if authority is None and "," in target:
+            authority = DEFAULT_AUTHORITY
+        if authority is not None:
+            options.append(("grpc.default_authority", authority))
+        if tls_name is not None:
+            options.append(("grpc.ssl_target_name_override", tls_name))
+        if channel is not None:
+            self._channel = channel
+        elif tls or root_certificates or certificate_chain:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = (("authorization", f"Bearer {bearer_token}"),) if bearer_token else None
         self._stub = pb2_grpc.TokenBrokerStub(self._channel)
+        # Helper failures in a row (reset by a helper call that reaches the broker).
+        self.consecutive_failures = 0
         self._failures_lock = threading.Lock()
         self._failures: Counter = Counter()
         # Reads made again without the broker's token (read_with_fallback).
@@ -183,19 +225,19 @@ class TokenBrokerClient:
     def put_token(self, scope: str, key: str, session_token: str, *, timeout: Optional[float] = None) -> str:
         """PutToken: merges the token into the stored one; returns the stored result."""
         req = self._pb2.PutTokenRequest(scope=scope, key=key, session_token=session_token)
-        return self._stub.PutToken(req, timeout=self._deadline(timeout, self.write_timeout)).session_token
+        return self._stub.PutToken(req, metadata=self._metadata, timeout=self._deadline(timeout, self.write_timeout)).session_token
 
     def get_token(
         self, scope: str, key: str, range_ids: Iterable[str] = (), *, timeout: Optional[float] = None
     ):
         """GetToken: the GetTokenResponse (session_token, found, degraded)."""
         req = self._pb2.GetTokenRequest(scope=scope, key=key, partition_key_range_ids=list(range_ids))
-        return self._stub.GetToken(req, timeout=self._deadline(timeout, self.read_timeout))
+        return self._stub.GetToken(req, metadata=self._metadata, timeout=self._deadline(timeout, self.read_timeout))
 
     def merge_tokens(self, session_tokens: Iterable[str], *, timeout: Optional[float] = None) -> str:
         """MergeToken: merges tokens without storing anything."""
         req = self._pb2.MergeTokenRequest(session_tokens=list(session_tokens))
-        return self._stub.MergeToken(req, timeout=self._deadline(timeout, self.read_timeout)).session_token
+        return self._stub.MergeToken(req, metadata=self._metadata, timeout=self._deadline(timeout, self.read_timeout)).session_token
 
     def discard_token(
         self,
@@ -212,7 +254,7 @@ class TokenBrokerClient:
         req = self._pb2.DiscardTokenRequest(
             scope=scope, key=key, session_token=session_token, partition_key_range_ids=list(range_ids)
         )
-        return self._stub.DiscardToken(req, timeout=self._deadline(timeout, self.write_timeout))
+        return self._stub.DiscardToken(req, metadata=self._metadata, timeout=self._deadline(timeout, self.write_timeout))
 
     # -- never-fail helpers around Cosmos operations ----------------------------------------
 
@@ -232,8 +274,9 @@ class TokenBrokerClient:
         except Exception:  # a bug or a closed channel must not fail the read either
             self._failed("GetToken", None)
             return None
+        self._succeeded()
         if resp.degraded:
-            log.info("tokenbroker GetToken degraded for scope=%r key=%r", scope, key)
+            log.info("tokenbroker GetToken degraded for scope=%r", scope)
         return resp.session_token if resp.found else None
 
     def record_write(
@@ -247,13 +290,15 @@ class TokenBrokerClient:
         if not session_token:
             return None
         try:
-            return self.put_token(scope, key, session_token, timeout=timeout)
+            stored = self.put_token(scope, key, session_token, timeout=timeout)
         except grpc.RpcError as e:
             self._failed("PutToken", e)
             return None
         except Exception:
             self._failed("PutToken", None)
             return None
+        self._succeeded()
+        return stored
 
     def read_with_fallback(
         self,
@@ -312,7 +357,20 @@ class TokenBrokerClient:
         with self._failures_lock:
             return sum(self._failures.values())
 
+    def _succeeded(self) -> None:
+        if self.consecutive_failures >= LOUD_AFTER_CONSECUTIVE_FAILURES:
+            log.warning("tokenbroker reachable again after %d failed calls", self.consecutive_failures)
+        self.consecutive_failures = 0
+
     def _failed(self, rpc: str, error: Optional[grpc.RpcError]) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures == LOUD_AFTER_CONSECUTIVE_FAILURES:
+            log.error(
+                "tokenbroker: %d broker calls in a row failed (last: %s): reads run without tokens "
+                "and writes are not shared until it answers again",
+                self.consecutive_failures,
+                rpc,
+            )
         if error is None:
             code = "CLIENT_ERROR"
             log.warning("tokenbroker %s failed in the client; going ahead without a token", rpc, exc_info=True)

@@ -164,3 +164,182 @@ async fn python_example_exits_non_zero_without_a_broker() {
         "{stderr}"
     );
 }
+
+/// The example over TLS with a bearer token, against a broker whose policy allows only that
+/// token on the example's scope.
+#[tokio::test]
+async fn python_example_talks_tls_with_a_bearer_token() {
+    use sha2::{Digest, Sha256};
+
+    let python = python_with_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("python test CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let policy = dir.path().join("policy.toml");
+    let hash: String = Sha256::digest(b"python-secret")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        &policy,
+        format!(
+            "[[allow]]\nbearer_token_sha256 = \"{hash}\"\nscopes = [\"acct/db/orders\"]\naccess = [\"read\", \"write\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut s = settings();
+    s.server.tls.cert_file = Some(cert);
+    s.server.tls.key_file = Some(key);
+    s.auth.policy_file = Some(policy);
+    let broker = TestBroker::start(s).await;
+    let target = broker.addr.to_string();
+    let ca_arg = ca_file.display().to_string();
+    let tls = ["--ca", ca_arg.as_str(), "--tls-name", "localhost"];
+
+    let mut with_token = tls.to_vec();
+    with_token.extend(["--token", "python-secret"]);
+    let out = run_example(&python, &target, &with_token).await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("tls True, token True"), "{stdout}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // The same without the token: the broker refuses the first call.
+    let out = run_example(&python, &target, &tls).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
+    broker.stop().await;
+}
+
+/// A Python client with a static list of three brokers (`ipv4:a,b,c`, round_robin; the
+/// client sets the `:authority` the list cannot be) through a rolling restart of the three:
+/// each in turn gets SIGTERM, drains, exits and starts again on its port. No call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_address_python_client_rides_a_rolling_restart_with_no_failed_call() {
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use crate::support::process::{connect_when_listening, spawn_broker_binary};
+
+    let python = python_with_grpc().await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics_of = |port: u16| metrics[ports.iter().position(|p| *p == port).unwrap()];
+    let env = |port: u16| {
+        vec![
+            ("TOKENBROKER_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "TOKENBROKER_METRICS__LISTEN",
+                format!("127.0.0.1:{}", metrics_of(port)),
+            ),
+            ("TOKENBROKER_SHUTDOWN__READINESS_DELAY", "300ms".to_string()),
+            ("TOKENBROKER_SHUTDOWN__DRAIN_TIMEOUT", "5s".to_string()),
+        ]
+    };
+    let start = |port: u16| spawn_broker_binary(&env(port), Stdio::null());
+    let mut brokers: Vec<_> = ports.iter().map(|p| start(*p)).collect();
+    for port in &ports {
+        connect_when_listening(*port).await;
+    }
+    let target = format!(
+        "ipv4:{}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut load = Command::new(&python)
+        .arg(workspace_root().join("examples/python/load.py"))
+        .args(["--target", &target])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(load.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    // Wait until calls flow (the first progress line), then restart each broker in turn.
+    let mut progress = async |printed: &mut Vec<String>| {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("load.py printed nothing for 30 s")
+                .unwrap()
+                .expect("load.py ended early");
+            let done = line.starts_with("progress");
+            printed.push(line);
+            if done {
+                return;
+            }
+        }
+    };
+    progress(&mut printed).await;
+    for (i, port) in ports.iter().enumerate() {
+        let pid = brokers[i].id().unwrap();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let exited = tokio::time::timeout(Duration::from_secs(20), brokers[i].wait())
+            .await
+            .expect("the broker did not exit after SIGTERM")
+            .unwrap();
+        assert!(exited.success(), "broker {i} exited with {exited}");
+        brokers[i] = start(*port);
+        connect_when_listening(*port).await;
+        // As a rolling update waits for the new pod before the next: the client reconnects
+        // (after its own backoff) and the restarted broker serves calls again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while served_ok(metrics_of(*port)).await == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client never came back to broker {i}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        progress(&mut printed).await;
+    }
+    drop(load.stdin.take());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        printed.push(line);
+    }
+    let status = load.wait().await.unwrap();
+    let output = printed.join("\n");
+    assert!(status.success(), "{output}");
+    let calls: u64 = output
+        .lines()
+        .find_map(|l| l.strip_prefix("calls: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!(calls >= 700, "{output}");
+    assert!(output.contains("failures: 0"), "{output}");
+}
+
+/// Calls a broker process answered OK, from its `/metrics` (0 while it does not answer).
+async fn served_ok(metrics_port: u16) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port)).await else {
+        return 0;
+    };
+    let mut body = String::new();
+    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await.is_err()
+        || s.read_to_string(&mut body).await.is_err()
+    {
+        return 0;
+    }
+    body.lines()
+        .filter(|l| l.starts_with("tokenbroker_rpc_duration_seconds_count") && l.contains("code=\"Ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -228,9 +228,13 @@ impl TokenBrokerClient {
             "the broker's token could not be served: read again without it, discarding it"
         );
         match self.discard_token(scope, key, session_token, &[]).await {
-            Ok(_) => true,
+            Ok(_) => {
+                stats.helper_succeeded();
+                true
+            }
             Err(error) => {
                 bump(&stats.discard_failures);
+                stats.helper_failed(&error);
                 tracing::warn!(%error, scope, ranges, "tokenbroker DiscardToken failed; the token stays");
                 false
             }
@@ -249,6 +253,7 @@ impl TokenBrokerClient {
         bump(&stats.reads);
         match self.get_token(scope, key, range_ids).await {
             Ok(reply) => {
+                stats.helper_succeeded();
                 if reply.degraded {
                     bump(&stats.degraded_answers);
                 }
@@ -259,6 +264,7 @@ impl TokenBrokerClient {
             }
             Err(error) => {
                 bump(&stats.read_failures);
+                stats.helper_failed(&error);
                 tracing::warn!(%error, scope, key, "tokenbroker GetToken failed; reading without a token");
                 None
             }
@@ -271,9 +277,13 @@ impl TokenBrokerClient {
         let stats = &self.inner.stats;
         bump(&stats.writes);
         match self.put_token(scope, key, session_token).await {
-            Ok(_) => true,
+            Ok(_) => {
+                stats.helper_succeeded();
+                true
+            }
             Err(error) => {
                 bump(&stats.write_failures);
+                stats.helper_failed(&error);
                 tracing::warn!(%error, scope, key, "tokenbroker PutToken failed; the token is not shared");
                 false
             }

@@ -50,4 +50,4 @@ pub use client::{GetTokenReply, TokenBrokerClient};
 pub use config::{BearerToken, ClientConfig, ClientTls};
 pub use discovery::{Discovery, ResolveFuture, Resolver, SystemResolver};
 pub use error::ClientError;
-pub use stats::ClientStats;
+pub use stats::{ClientStats, LOUD_AFTER_CONSECUTIVE_FAILURES};

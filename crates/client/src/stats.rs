@@ -38,6 +38,10 @@ pub struct ClientStats {
     pub resolution_failures: u64,
     /// Not a counter: the number of endpoints in use when the snapshot was taken.
     pub endpoints: u64,
+    /// Not a counter: helper calls that failed in a row, up to the last success (a broker that
+    /// stays unreachable shows here, and in an error log once it reaches
+    /// [`LOUD_AFTER_CONSECUTIVE_FAILURES`]).
+    pub consecutive_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -55,13 +59,39 @@ pub(crate) struct StatCounters {
     pub(crate) short_circuited: AtomicU64,
     pub(crate) resolutions: AtomicU64,
     pub(crate) resolution_failures: AtomicU64,
+    pub(crate) consecutive_failures: AtomicU64,
 }
+
+/// After this many helper failures in a row the client logs an error (once, until a helper
+/// call succeeds again): a broker that stays unreachable must not leave reads quietly without
+/// tokens.
+pub const LOUD_AFTER_CONSECUTIVE_FAILURES: u64 = 10;
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl StatCounters {
+    /// A helper call reached the broker.
+    pub(crate) fn helper_succeeded(&self) {
+        let failed = self.consecutive_failures.swap(0, Ordering::Relaxed);
+        if failed >= LOUD_AFTER_CONSECUTIVE_FAILURES {
+            tracing::warn!(failed, "tokenbroker reachable again");
+        }
+    }
+
+    /// A helper call failed; the tenth in a row logs an error.
+    pub(crate) fn helper_failed(&self, error: &crate::ClientError) {
+        let failed = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed == LOUD_AFTER_CONSECUTIVE_FAILURES {
+            tracing::error!(
+                failed,
+                %error,
+                "tokenbroker: broker calls keep failing: reads run without tokens and writes are not shared until it answers again"
+            );
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> ClientStats {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ClientStats {
@@ -79,6 +109,7 @@ impl StatCounters {
             resolutions: read(&self.resolutions),
             resolution_failures: read(&self.resolution_failures),
             endpoints: 0,
+            consecutive_failures: read(&self.consecutive_failures),
         }
     }
 }

@@ -185,3 +185,31 @@ async fn a_broker_killed_mid_run_never_fails_a_helper_call() {
     assert_eq!(stats.writes, 200);
     assert_eq!(stats.reads, 200);
 }
+
+/// Persistent failure is loud: helper failures in a row are counted (and the tenth logs an
+/// error), and one call that reaches the broker resets the count.
+#[tokio::test]
+async fn helper_failures_in_a_row_are_counted_until_a_call_succeeds() {
+    let broker = Broker::start(memory_store());
+    let client =
+        TokenBrokerClient::new(ClientConfig::new([broker.url()]).with_deadline(TEST_DEADLINE))
+            .unwrap();
+    for _ in 0..tokenbroker_client::LOUD_AFTER_CONSECUTIVE_FAILURES + 2 {
+        // Refused by the broker every time (a policy or a client bug would look alike).
+        assert!(!bounded(client.record_write(SCOPE, "k", "0:1#")).await);
+    }
+    assert_eq!(
+        client.stats().consecutive_failures,
+        tokenbroker_client::LOUD_AFTER_CONSECUTIVE_FAILURES + 2
+    );
+    assert!(bounded(client.record_write(SCOPE, "k", &token(1))).await);
+    assert_eq!(client.stats().consecutive_failures, 0);
+
+    let dead =
+        TokenBrokerClient::new(ClientConfig::new([dead_endpoint()]).with_deadline(TEST_DEADLINE))
+            .unwrap();
+    for _ in 0..3 {
+        assert_eq!(bounded(dead.token_for_read(SCOPE, "k", &[])).await, None);
+    }
+    assert_eq!(dead.stats().consecutive_failures, 3);
+}
