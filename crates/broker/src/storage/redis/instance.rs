@@ -17,16 +17,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
-use redis::IntoConnectionInfo;
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Value};
+use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
 use super::breaker::{Admit, Breaker};
 use super::options::{RedisOptions, RedisUrl};
 use super::script::{BadReply, COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, decode};
+use super::tls;
 use crate::metrics::Histogram;
 
 /// Which instance of the pair.
@@ -89,6 +90,8 @@ pub struct RedisInstance {
     role: Role,
     url: RedisUrl,
     pool: Pool,
+    /// A client certificate is configured (for the explanation of a refused TLS connection).
+    client_certificate: bool,
     slots: Vec<Mutex<Option<Connection>>>,
     next_slot: AtomicUsize,
     breaker: Breaker,
@@ -118,13 +121,7 @@ impl RedisInstance {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.operation_timeout));
-        // redis-rs leaves Nagle's algorithm on by default; with many commands multiplexed on
-        // one connection it holds each small write back until the previous one is acknowledged.
-        let connection_info = url
-            .expose()
-            .into_connection_info()
-            .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let connection_info = connection_info(role, &url, options)?;
         let manager = Manager::new_with_config(connection_info, config)
             .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
         let pool = Pool::builder(manager)
@@ -139,6 +136,7 @@ impl RedisInstance {
             role,
             url,
             pool,
+            client_certificate: options.client_cert_file.is_some(),
             slots: (0..options.pool_size).map(|_| Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
             breaker: Breaker::new(options.breaker_failures, options.breaker_open_for),
@@ -220,12 +218,22 @@ impl RedisInstance {
         let load = MERGE_SCRIPT.load_async(&mut *conn);
         match tokio::time::timeout(self.operation_timeout, load).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(InstanceError::Redis(self.name(), e.to_string())),
+            Ok(Err(e)) => return Err(self.first_command_failed(e)),
             Err(_) => return Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
         }
         let handle = MultiplexedConnection::clone(&conn);
         *slot = Some(conn);
         Ok(handle)
+    }
+
+    /// The first command on a new connection failed: over TLS, see
+    /// [`tls::closed_after_handshake`].
+    fn first_command_failed(&self, e: redis::RedisError) -> InstanceError {
+        let mut message = e.to_string();
+        if let Some(why) = tls::closed_after_handshake(&e, &self.url, self.client_certificate) {
+            message.push_str(why);
+        }
+        InstanceError::Redis(self.name(), message)
     }
 
     /// Empties one slot: its connection failed a call. The next call on it reconnects.
@@ -508,6 +516,42 @@ impl RedisInstance {
         self.reset_slots().await;
         self.mark(false, reason);
     }
+}
+
+/// How to reach `url`: its address and credentials, TCP_NODELAY, the TLS files for a
+/// `rediss://` URL, and no `CLIENT SETINFO` on connect.
+fn connection_info(
+    role: Role,
+    url: &RedisUrl,
+    options: &RedisOptions,
+) -> Result<ConnectionInfo, String> {
+    let context = |e: &dyn std::fmt::Display| format!("redis {}: {url}: {e}", role.as_str());
+    let mut info = url
+        .expose()
+        .into_connection_info()
+        .map_err(|e| context(&e))?;
+    if url.is_tls()
+        && let Some(certificates) = tls::load(options).map_err(|e| context(&e))?
+    {
+        // Parsed already by `tls::load`, so this cannot fail on the files' contents; its error
+        // is not printed in full all the same, as it could quote the key file.
+        info = redis::Client::build_with_tls(info, certificates)
+            .map_err(|e| context(&format!("the TLS files were refused ({:?})", e.kind())))?
+            .get_connection_info()
+            .clone();
+    }
+    // redis-rs leaves Nagle's algorithm on by default; with many commands multiplexed on
+    // one connection it holds each small write back until the previous one is acknowledged.
+    //
+    // redis-rs also labels each connection with `CLIENT SETINFO` (its library name and
+    // version). The broker does not send it: a Redis user restricted to what the broker needs
+    // (docs/redis.md) would be denied it on Redis 7.2+ (an ACL LOG entry per connection), and
+    // allowing it needs a rule that Redis 7.0 refuses (the subcommand is unknown there). The
+    // connection's ACL user already names the broker in `CLIENT LIST`.
+    let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+    Ok(info
+        .set_redis_settings(redis_settings)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
 /// Starts the read batchers of `instance`, one per connection: each takes every read queued

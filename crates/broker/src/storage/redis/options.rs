@@ -1,6 +1,8 @@
-//! Redis settings: URLs (with passwords kept out of logs), timeouts, pool and queue sizes.
+//! Redis settings: URLs (with passwords kept out of logs), TLS files, timeouts, pool and queue
+//! sizes.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -80,6 +82,13 @@ fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RedisUrl>, D::
     }
 }
 
+/// An optional file path; an empty value (as an environment variable can only unset a key by
+/// being empty) means unset.
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()).map(PathBuf::from))
+}
+
 /// How GetToken reads a primary/fallback pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +110,15 @@ pub struct RedisOptions {
     /// The fallback instance (optional).
     #[serde(deserialize_with = "optional_url")]
     pub fallback_url: Option<RedisUrl>,
+    /// PEM CA bundle that verifies the servers of `rediss://` URLs, instead of the system roots.
+    #[serde(deserialize_with = "optional_path")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for Redis servers that require one (mutual TLS).
+    #[serde(deserialize_with = "optional_path")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`. Read at start-up, never logged.
+    #[serde(deserialize_with = "optional_path")]
+    pub client_key_file: Option<PathBuf>,
     pub read_mode: ReadMode,
     /// First part of every key (`<namespace>:v1:...`).
     pub namespace: String,
@@ -131,6 +149,9 @@ impl Default for RedisOptions {
         Self {
             primary_url: None,
             fallback_url: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             read_mode: ReadMode::Merge,
             namespace: "tb".into(),
             pool_size: 4,
@@ -183,6 +204,7 @@ impl RedisOptions {
         {
             return Err(format!("{name} must be at most 1h"));
         }
+        super::tls::load(self).map_err(|e| e.to_string())?;
         Ok(())
     }
 }
