@@ -17,6 +17,7 @@ mod observability;
 mod python_client;
 mod redis_faults;
 mod redis_store;
+mod redis_tls;
 mod replicas;
 mod security;
 mod shutdown;

@@ -16,13 +16,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `tokenbroker serve` with the given environment (and no other TOKENBROKER_* variable).
+/// Starts `tokenbroker serve` with the given environment (and no other TOKENBROKER_* variable,
+/// nor `SSL_CERT_FILE`/`SSL_CERT_DIR`).
 pub fn spawn_broker_binary(env: &[(&str, String)], stderr: Stdio) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbroker"));
     cmd.arg("serve");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TOKENBROKER_")) {
         cmd.env_remove(k);
     }
+    // Nor a CA bundle from the test's environment: a test that wants one sets it.
+    cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
     // Each broker gets its own metrics port unless the test sets one.
     cmd.env(
         "TOKENBROKER_METRICS__LISTEN",

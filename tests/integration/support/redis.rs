@@ -35,6 +35,16 @@ impl RedisServer {
     /// Starts with TLS only (the plain port disabled), with the certificate and key in `dir`
     /// (`server.pem`, `server.key`), as written by [`write_test_certificates`].
     pub fn start_tls(dir: &std::path::Path) -> Self {
+        Self::start_tls_with(dir, false)
+    }
+
+    /// [`Self::start_tls`] that also requires a client certificate signed by `ca.pem`
+    /// (`--tls-auth-clients yes`: Redis mutual TLS).
+    pub fn start_mtls(dir: &std::path::Path) -> Self {
+        Self::start_tls_with(dir, true)
+    }
+
+    fn start_tls_with(dir: &std::path::Path, client_certificates: bool) -> Self {
         let port = free_port();
         let file = |name: &str| dir.join(name).display().to_string();
         let mut server = Self {
@@ -49,7 +59,7 @@ impl RedisServer {
                 "--tls-ca-cert-file".into(),
                 file("ca.pem"),
                 "--tls-auth-clients".into(),
-                "no".into(),
+                if client_certificates { "yes" } else { "no" }.into(),
             ],
             tls: true,
             child: None,
@@ -173,68 +183,48 @@ impl Drop for RedisServer {
     }
 }
 
-/// Writes a test CA (`ca.pem`) and a server certificate for localhost/127.0.0.1 signed by it
-/// (`server.pem`, `server.key`) into `dir`, with the openssl command line tool.
+/// Writes test certificates into `dir`, made with rcgen (no openssl binary needed):
+/// - `ca.pem`: a test CA;
+/// - `server.pem`, `server.key`: a server certificate for `localhost` and `127.0.0.1`, signed by
+///   that CA;
+/// - `client.pem`, `client.key`: a client certificate signed by that CA (for Redis mutual TLS);
+/// - `other-ca.pem`: an unrelated CA, which verifies neither of them.
 pub fn write_test_certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tokenbroker test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
+    let write = |name: &str, contents: String| std::fs::write(dir.join(name), contents).unwrap();
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let ca_issuer = ca("tokenbroker test CA");
+    write("ca.pem", ca_issuer.pem());
+    write("other-ca.pem", ca("an unrelated CA").pem());
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cert: &str, key: &str| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cert);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        let key_pair = KeyPair::generate().unwrap();
+        let signed = params.signed_by(&key_pair, &ca_issuer).unwrap();
+        write(cert, signed.pem());
+        write(key, key_pair.serialize_pem());
+    };
+    leaf(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
         "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+        "server.key",
+    );
+    leaf(
+        vec!["tokenbroker.test".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "client.pem",
+        "client.key",
+    );
 }
