@@ -6,15 +6,34 @@
 //! PutToken could still be in flight then. The cost is one broker round trip (bounded by the
 //! client's deadline) per write.
 
-use azure_data_cosmos::PartitionKey;
 use azure_data_cosmos::models::{ItemResponse, PatchInstructions};
 use azure_data_cosmos::options::{ItemWriteOptions, PatchItemOptions};
+use azure_data_cosmos::{ContainerClient, PartitionKey};
 use serde::Serialize;
 
 use crate::container::{BrokeredContainer, OperationKey, captured_token, observe};
 use crate::generation::Generation;
 
 impl BrokeredContainer {
+    /// Runs one write on the current generation's client, then records its token.
+    async fn recorded<F, Fut>(
+        &self,
+        partition_key: PartitionKey,
+        item_id: &str,
+        write: F,
+    ) -> azure_data_cosmos::Result<ItemResponse>
+    where
+        F: FnOnce(ContainerClient, PartitionKey) -> Fut,
+        Fut: Future<Output = azure_data_cosmos::Result<ItemResponse>>,
+    {
+        let generation = self.generations.current();
+        let key = self.item_key(&partition_key, item_id);
+        let result = write(generation.container.clone(), partition_key.clone()).await;
+        self.record_write(&generation, key, &partition_key, &result)
+            .await;
+        result
+    }
+
     /// Creates an item, then records the write's token with the broker.
     pub async fn create_item<T: Serialize>(
         &self,
@@ -23,16 +42,10 @@ impl BrokeredContainer {
         item: T,
         options: Option<ItemWriteOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
-        let generation = self.generations.current();
-        let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
-        let result = generation
-            .container
-            .create_item(partition_key.clone(), item_id, item, options)
-            .await;
-        self.record_write(&generation, key, &partition_key, &result)
-            .await;
-        result
+        self.recorded(partition_key.into(), item_id, |c, pk| async move {
+            c.create_item(pk, item_id, item, options).await
+        })
+        .await
     }
 
     /// Creates or replaces an item, then records the write's token with the broker.
@@ -43,16 +56,10 @@ impl BrokeredContainer {
         item: T,
         options: Option<ItemWriteOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
-        let generation = self.generations.current();
-        let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
-        let result = generation
-            .container
-            .upsert_item(partition_key.clone(), item_id, item, options)
-            .await;
-        self.record_write(&generation, key, &partition_key, &result)
-            .await;
-        result
+        self.recorded(partition_key.into(), item_id, |c, pk| async move {
+            c.upsert_item(pk, item_id, item, options).await
+        })
+        .await
     }
 
     /// Replaces an item, then records the write's token with the broker.
@@ -63,16 +70,10 @@ impl BrokeredContainer {
         item: T,
         options: Option<ItemWriteOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
-        let generation = self.generations.current();
-        let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
-        let result = generation
-            .container
-            .replace_item(partition_key.clone(), item_id, item, options)
-            .await;
-        self.record_write(&generation, key, &partition_key, &result)
-            .await;
-        result
+        self.recorded(partition_key.into(), item_id, |c, pk| async move {
+            c.replace_item(pk, item_id, item, options).await
+        })
+        .await
     }
 
     /// Applies a partial update (PATCH), then records the write's token with the broker. `patch`
@@ -97,16 +98,11 @@ impl BrokeredContainer {
         patch: impl Into<PatchInstructions>,
         options: Option<PatchItemOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
-        let generation = self.generations.current();
-        let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
-        let result = generation
-            .container
-            .patch_item(partition_key.clone(), item_id, patch.into(), options)
-            .await;
-        self.record_write(&generation, key, &partition_key, &result)
-            .await;
-        result
+        let patch = patch.into();
+        self.recorded(partition_key.into(), item_id, |c, pk| async move {
+            c.patch_item(pk, item_id, patch, options).await
+        })
+        .await
     }
 
     /// Deletes an item, then records the write's token with the broker (a later read on another
@@ -117,16 +113,10 @@ impl BrokeredContainer {
         item_id: &str,
         options: Option<ItemWriteOptions>,
     ) -> azure_data_cosmos::Result<ItemResponse> {
-        let generation = self.generations.current();
-        let partition_key = partition_key.into();
-        let key = self.item_key(&partition_key, item_id);
-        let result = generation
-            .container
-            .delete_item(partition_key.clone(), item_id, options)
-            .await;
-        self.record_write(&generation, key, &partition_key, &result)
-            .await;
-        result
+        self.recorded(partition_key.into(), item_id, |c, pk| async move {
+            c.delete_item(pk, item_id, options).await
+        })
+        .await
     }
 
     /// Records a write's token with the broker, for every answer the SDKs take a token from
