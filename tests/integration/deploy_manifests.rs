@@ -208,9 +208,18 @@ fn with_test_files(mut env: BTreeMap<String, String>) -> BTreeMap<String, String
         let (cert, key) = ca.server().write(dir.path(), "tls");
         let ca = ca.write(dir.path(), "ca.crt");
         let files = BTreeMap::from([
-            ("TOKENBROKER_SERVER__TLS__CERT_FILE", cert.display().to_string()),
-            ("TOKENBROKER_SERVER__TLS__KEY_FILE", key.display().to_string()),
-            ("TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE", ca.display().to_string()),
+            (
+                "TOKENBROKER_SERVER__TLS__CERT_FILE",
+                cert.display().to_string(),
+            ),
+            (
+                "TOKENBROKER_SERVER__TLS__KEY_FILE",
+                key.display().to_string(),
+            ),
+            (
+                "TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE",
+                ca.display().to_string(),
+            ),
         ]);
         (dir, files)
     });
@@ -707,7 +716,10 @@ fn tls_files_come_from_the_mounted_secret_and_probes_use_the_health_port() {
         .collect();
     for service in deploy.of_kind("Service") {
         let name = str_at(service, "metadata.name");
-        assert!(names.contains(name), "the certificate does not name Service {name}");
+        assert!(
+            names.contains(name),
+            "the certificate does not name Service {name}"
+        );
     }
     if let Some(ca) = env.get("TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE") {
         assert_eq!(Path::new(ca), Path::new(dir).join("ca.crt"));
@@ -736,7 +748,10 @@ fn the_network_policy_opens_grpc_to_labelled_clients_and_health_to_probes() {
     let policies = deploy.of_kind("NetworkPolicy");
     assert_eq!(policies.len(), 1);
     let policy = policies[0];
-    assert!(selects(&string_map(policy, "spec.podSelector.matchLabels"), &labels));
+    assert!(selects(
+        &string_map(policy, "spec.podSelector.matchLabels"),
+        &labels
+    ));
     assert!(
         seq(policy, "spec.policyTypes")
             .iter()
@@ -755,7 +770,9 @@ fn the_network_policy_opens_grpc_to_labelled_clients_and_health_to_probes() {
             }
         }
     }
-    let from = grpc_from.expect("a rule for the gRPC port").expect("restricted by `from`");
+    let from = grpc_from
+        .expect("a rule for the gRPC port")
+        .expect("restricted by `from`");
     let peers = from.as_sequence().unwrap();
     assert!(
         peers

@@ -333,13 +333,17 @@ async fn served_ok(metrics_port: u16) -> u64 {
         return 0;
     };
     let mut body = String::new();
-    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await.is_err()
+    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .await
+        .is_err()
         || s.read_to_string(&mut body).await.is_err()
     {
         return 0;
     }
     body.lines()
-        .filter(|l| l.starts_with("tokenbroker_rpc_duration_seconds_count") && l.contains("code=\"Ok\""))
+        .filter(|l| {
+            l.starts_with("tokenbroker_rpc_duration_seconds_count") && l.contains("code=\"Ok\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

@@ -20,7 +20,14 @@ macro_rules! suite_against {
             async fn store() -> (DualRedisStore, RedisServer, Option<RedisServer>) {
                 let primary = RedisServer::start();
                 let fallback = $fallback.then(RedisServer::start);
-                let store = ready_store(&redis_options(&primary, fallback.as_ref())).await;
+                // The behaviour checks are not fault tests: a generous deadline keeps 64
+                // concurrent callers on a loaded 2-core machine from timing out.
+                let options = RedisOptions {
+                    operation_timeout: Duration::from_secs(2),
+                    connect_timeout: Duration::from_secs(2),
+                    ..redis_options(&primary, fallback.as_ref())
+                };
+                let store = ready_store(&options).await;
                 (store, primary, fallback)
             }
 

@@ -190,41 +190,10 @@ impl Drop for RedisServer {
 /// - `client.pem`, `client.key`: a client certificate signed by that CA (for Redis mutual TLS);
 /// - `other-ca.pem`: an unrelated CA, which verifies neither of them.
 pub fn write_test_certificates(dir: &std::path::Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let write = |name: &str, contents: String| std::fs::write(dir.join(name), contents).unwrap();
-    let ca = |name: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-    };
-    let ca_issuer = ca("tokenbroker test CA");
-    write("ca.pem", ca_issuer.pem());
-    write("other-ca.pem", ca("an unrelated CA").pem());
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cert: &str, key: &str| {
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cert);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        let key_pair = KeyPair::generate().unwrap();
-        let signed = params.signed_by(&key_pair, &ca_issuer).unwrap();
-        write(cert, signed.pem());
-        write(key, key_pair.serialize_pem());
-    };
-    leaf(
-        vec!["localhost".into(), "127.0.0.1".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        "server.pem",
-        "server.key",
-    );
-    leaf(
-        vec!["tokenbroker.test".into()],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        "client.pem",
-        "client.key",
-    );
+    use super::certs::TestCa;
+    let ca = TestCa::new("tokenbroker test CA");
+    ca.write(dir, "ca.pem");
+    TestCa::new("an unrelated CA").write(dir, "other-ca.pem");
+    ca.server().write(dir, "server");
+    ca.client_dns("tokenbroker.test").write(dir, "client");
 }
