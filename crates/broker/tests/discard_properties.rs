@@ -33,7 +33,12 @@ fn partition() -> impl Strategy<Value = PartitionToken> {
 /// A stored segment and a failed one it is at or ahead of: the failed one lowered from it (an
 /// older version, or the same version with a lower global LSN and lower or missing regions).
 fn condemned_pair() -> impl Strategy<Value = (PartitionToken, PartitionToken)> {
-    (partition(), 0i64..3, any::<bool>(), proptest::collection::vec((0i64..3, any::<bool>()), 3))
+    (
+        partition(),
+        0i64..3,
+        any::<bool>(),
+        proptest::collection::vec((0i64..3, any::<bool>()), 3),
+    )
         .prop_map(|(stored, down, older_version, per_region)| {
             let failed = match &stored {
                 PartitionToken::Simple(lsn) => PartitionToken::Simple(lsn - down),

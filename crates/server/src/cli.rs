@@ -49,10 +49,20 @@ pub struct Target {
     #[arg(long, global = true, env = "TOKENBROKER_CLI_CA")]
     pub ca: Option<PathBuf>,
     /// PEM client certificate, for brokers that require one (mutual TLS); with --cert-key.
-    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT", requires = "cert_key")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENBROKER_CLI_CERT",
+        requires = "cert_key"
+    )]
     pub cert: Option<PathBuf>,
     /// PEM private key of --cert (`--key` is the broker key of get, put and discard).
-    #[arg(long, global = true, env = "TOKENBROKER_CLI_CERT_KEY", requires = "cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENBROKER_CLI_CERT_KEY",
+        requires = "cert"
+    )]
     pub cert_key: Option<PathBuf>,
     /// Bearer token sent as `authorization: Bearer <token>` (prefer the environment variable:
     /// a flag shows in the process list).
