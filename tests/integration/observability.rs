@@ -192,7 +192,9 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
         .await
         .unwrap();
 
-    // PutToken: the RPC span is the caller's child; EVALSHA on the primary is the RPC's child.
+    // PutToken: the RPC span is the caller's child; its Redis commands on the primary are the
+    // RPC's children: the read (MGET) and, since the same token is stored already, the TTL
+    // refresh (PEXPIRE).
     let put_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     c.put_token(traced(put(), put_trace, caller_span, true))
@@ -201,7 +203,9 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
     let mut all = Vec::new();
     let rpc_name = "tokenbroker.v1.TokenBroker/PutToken";
     let spans = spans_of(&mut rx, &mut all, put_trace, |s| {
-        s.iter().any(|s| s.name == rpc_name) && s.iter().any(|s| s.name == "EVALSHA")
+        s.iter().any(|s| s.name == rpc_name)
+            && s.iter().any(|s| s.name == "MGET")
+            && s.iter().any(|s| s.name == "PEXPIRE")
     })
     .await;
     let [rpc] = named(&spans, rpc_name)[..] else {
@@ -222,23 +226,25 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
         Some("PutToken")
     );
     assert_eq!(int_attr(&rpc.attributes, "rpc.grpc.status_code"), Some(0));
-    let [evalsha] = named(&spans, "EVALSHA")[..] else {
-        panic!("one EVALSHA span expected: {spans:?}")
-    };
-    assert_eq!(evalsha.parent_span_id, rpc.span_id);
-    assert_eq!(evalsha.kind, SpanKind::Client as i32);
-    assert_eq!(
-        string_attr(&evalsha.attributes, "db.system").as_deref(),
-        Some("redis")
-    );
-    assert_eq!(
-        string_attr(&evalsha.attributes, "db.operation.name").as_deref(),
-        Some("EVALSHA")
-    );
-    assert_eq!(
-        string_attr(&evalsha.attributes, "tokenbroker.redis.instance").as_deref(),
-        Some("primary")
-    );
+    for command in ["MGET", "PEXPIRE"] {
+        let [span] = named(&spans, command)[..] else {
+            panic!("one {command} span expected: {spans:?}")
+        };
+        assert_eq!(span.parent_span_id, rpc.span_id);
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(
+            string_attr(&span.attributes, "db.system").as_deref(),
+            Some("redis")
+        );
+        assert_eq!(
+            string_attr(&span.attributes, "db.operation.name").as_deref(),
+            Some(command)
+        );
+        assert_eq!(
+            string_attr(&span.attributes, "tokenbroker.redis.instance").as_deref(),
+            Some("primary")
+        );
+    }
     assert!(
         all.iter().all(|e| hex(&e.span.trace_id) != unsampled),
         "the unsampled call was exported (it ended before the sampled one, so it would have \

@@ -99,6 +99,33 @@ fn params(ttl: Duration) -> PutParams {
     }
 }
 
+/// Concurrent puts to one key race their compare-and-sets: the losers merge again (counted),
+/// and after three losses in a row take the merge script; nothing is lost either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_key_races_compare_and_sets_and_loses_no_update() {
+    let primary = RedisServer::start();
+    let options = RedisOptions {
+        operation_timeout: Duration::from_secs(2),
+        ..redis_options(&primary, None)
+    };
+    let store = Arc::new(ready_store(&options).await);
+    behaviour::concurrent_puts_lose_nothing(store.clone(), 32, 20).await;
+    let conflicts = store
+        .primary()
+        .stats
+        .cas_conflicts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(conflicts > 0, "32 writers on one key never raced");
+    let stats = redis::cmd("INFO")
+        .arg("commandstats")
+        .query::<String>(&mut primary.connection())
+        .unwrap();
+    assert!(
+        stats.contains("cmdstat_evalsha:calls="),
+        "no compare-and-set ran: {stats}"
+    );
+}
+
 #[tokio::test]
 async fn layout_is_versioned_with_ttl_and_copied_to_the_fallback() {
     let primary = RedisServer::start();

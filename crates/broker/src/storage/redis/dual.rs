@@ -34,6 +34,7 @@ use super::instance::{
 };
 use super::keys::KeyLayout;
 use super::options::{ReadMode, RedisOptions};
+use super::put::merge_on;
 use super::script::MergeReply;
 use crate::metrics::Sample;
 use crate::storage::discard::Discarded;
@@ -66,7 +67,7 @@ struct Copy {
 /// What a queued copy does to its target.
 enum CopyOp {
     /// Merges a token in (a copy to the fallback, or a read repair to the primary).
-    Merge { token: String, ttl: CopyTtl },
+    Merge { token: SessionToken, ttl: CopyTtl },
     /// Applies a DiscardToken after every copy queued before it (a copy of the condemned
     /// segment still in the queue must not bring it back), answering on `done`.
     Discard {
@@ -331,7 +332,7 @@ impl DualRedisStore {
             Role::Primary,
             redis_key,
             CopyOp::Merge {
-                token: token.to_string(),
+                token: token.clone(),
                 ttl: CopyTtl::RemainingOnFallback,
             },
         );
@@ -341,12 +342,10 @@ impl DualRedisStore {
         &self,
         instance: &RedisInstance,
         key: &str,
-        token: &str,
+        token: &SessionToken,
         params: PutParams,
     ) -> Result<Result<SessionToken, StoreError>, InstanceError> {
-        let reply = instance
-            .merge(key, token, params.ttl, params.max_segments)
-            .await?;
+        let reply = merge_on(instance, key, token, params.ttl, params.max_segments).await?;
         Ok(match reply {
             MergeReply::Merged {
                 token,
@@ -498,7 +497,7 @@ async fn apply_copy(shared: &Shared, copy: Copy) -> Result<bool, InstanceError> 
             }
         }
     };
-    let reply = target.merge(&copy.key, &token, ttl, usize::MAX).await?;
+    let reply = merge_on(target, &copy.key, &token, ttl, usize::MAX).await?;
     Ok(matches!(reply, MergeReply::Merged { .. }))
 }
 
@@ -511,9 +510,8 @@ impl TokenStore for DualRedisStore {
         params: PutParams,
     ) -> Result<SessionToken, StoreError> {
         let redis_key = self.keys.token(key);
-        let text = token.to_string();
         let primary_error = match self
-            .put_on(&self.shared.primary, &redis_key, &text, params)
+            .put_on(&self.shared.primary, &redis_key, token, params)
             .await
         {
             Ok(Ok(stored)) => {
@@ -521,7 +519,7 @@ impl TokenStore for DualRedisStore {
                     Role::Fallback,
                     redis_key,
                     CopyOp::Merge {
-                        token: stored.to_string(),
+                        token: stored.clone(),
                         ttl: CopyTtl::Fixed(params.ttl),
                     },
                 );
@@ -533,7 +531,7 @@ impl TokenStore for DualRedisStore {
         let Some(fallback) = &self.shared.fallback else {
             return Err(StoreError::Unavailable(primary_error.to_string()));
         };
-        match self.put_on(fallback, &redis_key, &text, params).await {
+        match self.put_on(fallback, &redis_key, token, params).await {
             Ok(result) => {
                 if result.is_ok() {
                     self.shared
@@ -764,6 +762,12 @@ impl TokenStore for DualRedisStore {
                     "tokenbroker_redis_skipped_total",
                     "Calls not made because the breaker was open.",
                     load(&s.skipped),
+                )
+                .label("instance", name),
+                Sample::counter(
+                    "tokenbroker_redis_cas_conflicts_total",
+                    "Puts, copies and repairs that lost a compare-and-set to a concurrent writer and merged again.",
+                    load(&s.cas_conflicts),
                 )
                 .label("instance", name),
                 Sample::histogram(

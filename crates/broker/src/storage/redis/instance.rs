@@ -26,7 +26,9 @@ use tracing::{Instrument, Span};
 
 use super::breaker::{Admit, Breaker};
 use super::options::{RedisOptions, RedisUrl};
-use super::script::{BadReply, COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, decode};
+use super::script::{
+    BadReply, COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, PUT_IF_UNCHANGED_SCRIPT, decode,
+};
 use super::tls;
 use crate::metrics::Histogram;
 
@@ -82,6 +84,8 @@ pub struct InstanceStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub skipped: AtomicU64,
+    /// Puts that lost a compare-and-set to a concurrent writer and merged again.
+    pub cas_conflicts: AtomicU64,
     /// Latency of the calls made (not of the skipped ones).
     pub latency: Histogram,
 }
@@ -364,6 +368,72 @@ impl RedisInstance {
             decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))
         })
         .await
+    }
+
+    /// Stores `new` with a TTL of `ttl` only if `key` still holds `expected`; true when it did.
+    pub async fn put_if_unchanged(
+        &self,
+        key: &str,
+        expected: &str,
+        new: &str,
+        ttl: Duration,
+    ) -> Result<bool, InstanceError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call("EVALSHA", |mut conn| async move {
+            let stored: i64 = PUT_IF_UNCHANGED_SCRIPT
+                .key(key)
+                .arg(expected)
+                .arg(new)
+                .arg(ttl_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok(stored == 1)
+        })
+        .await
+    }
+
+    /// Stores `value` with a TTL only if `key` does not exist (`SET NX PX`); true when it did.
+    pub async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, InstanceError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call("SET", |mut conn| async move {
+            let reply: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok(reply.is_some())
+        })
+        .await
+    }
+
+    /// Sets the TTL of `key`; false when the key does not exist (any more).
+    pub async fn pexpire(&self, key: &str, ttl: Duration) -> Result<bool, InstanceError> {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call("PEXPIRE", |mut conn| async move {
+            let set: i64 = redis::cmd("PEXPIRE")
+                .arg(key)
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok(set == 1)
+        })
+        .await
+    }
+
+    /// A put lost a compare-and-set to a concurrent writer (counted for the metrics).
+    pub(crate) fn note_cas_conflict(&self) {
+        self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Replaces the value of `key` with `new` (deleting it when `None`), keeping its TTL, only

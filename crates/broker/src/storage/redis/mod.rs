@@ -13,6 +13,7 @@ mod dual;
 mod instance;
 mod keys;
 mod options;
+mod put;
 mod script;
 mod tls;
 

@@ -14,6 +14,11 @@ use session_token::{MergeError, SessionToken};
 pub(crate) static MERGE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("merge.lua")));
 
+/// Stores a merged token only if the value it was merged from is unchanged
+/// (`put_if_unchanged.lua`), with the TTL refreshed. See `put.rs`.
+pub(crate) static PUT_IF_UNCHANGED_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("put_if_unchanged.lua")));
+
 /// Replaces a value only if it is unchanged (`compare_and_set.lua`), keeping the TTL. Used by
 /// DiscardToken, which computes the new value in the broker (`storage::discard`), so the
 /// rule is written once, in Rust.
