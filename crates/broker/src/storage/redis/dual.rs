@@ -17,116 +17,43 @@
 //!   another replica may read a stale primary for up to one health interval.
 //! - A read that cannot consult both instances is flagged `degraded`; with both down it is a
 //!   degraded miss (the broker never fails a GetToken because of Redis).
+//!
+//! This module is the store itself: start-up, the write path and the read path. Around it:
+//! `pair` (the shared state and counters), `copy_queue` (copies, repairs, ordered discards),
+//! `recovery` (readiness and the `primary` mode's recovery window), `put` and `discard` (one
+//! instance's compare-and-set steps), `samples` (metrics).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use session_token::SessionToken;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::breaker::BREAKER_STATES;
-use super::discard::discard_on;
+use super::copy_queue::{Copy, CopyOp, CopyTtl, run_copier};
 use super::instance::{
     InstanceError, RedisInstance, Role, spawn_get_batchers, spawn_health_checks,
 };
 use super::keys::KeyLayout;
 use super::options::{ReadMode, RedisOptions};
+use super::pair::{DualStats, Shared};
 use super::put::merge_on;
+use super::recovery::{forward_readiness, poll_recovery_window};
 use super::script::MergeReply;
 use crate::metrics::Sample;
 use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
-
-/// Counters of the pair, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct DualStats {
-    /// Copies to the fallback (or repairs to the primary) waiting or in flight.
-    pub copies_pending: AtomicU64,
-    pub copies_done: AtomicU64,
-    /// Copies dropped because the queue was full.
-    pub copies_dropped: AtomicU64,
-    /// Copies that reached the instance but failed (down, timeout, conflict).
-    pub copies_failed: AtomicU64,
-    /// Puts written to the fallback because the primary failed.
-    pub fallback_writes: AtomicU64,
-    /// Reads answered without consulting every instance.
-    pub degraded_reads: AtomicU64,
-    /// Merged tokens written back to a primary that was behind.
-    pub read_repairs: AtomicU64,
-}
-
-struct Copy {
-    target: Role,
-    key: String,
-    op: CopyOp,
-}
-
-/// What a queued copy does to its target.
-enum CopyOp {
-    /// Merges a token in (a copy to the fallback, or a read repair to the primary).
-    Merge { token: SessionToken, ttl: CopyTtl },
-    /// Applies a DiscardToken after every copy queued before it (a copy of the condemned
-    /// segment still in the queue must not bring it back), answering on `done`.
-    Discard {
-        failed: SessionToken,
-        done: oneshot::Sender<Result<Discarded, InstanceError>>,
-    },
-}
-
-/// The TTL a copy is written with.
-#[derive(Debug, Clone, Copy)]
-enum CopyTtl {
-    /// The put's own TTL (copies to the fallback).
-    Fixed(Duration),
-    /// The fallback key's remaining TTL, read when the repair is applied, so a repair never
-    /// extends a token's life (repairs to the primary).
-    RemainingOnFallback,
-}
-
-struct Shared {
-    primary: Arc<RedisInstance>,
-    fallback: Option<Arc<RedisInstance>>,
-    stats: DualStats,
-    drained: Notify,
-    /// Unix milliseconds until which `primary` read mode merges both instances.
-    merge_reads_until: AtomicU64,
-    marker_key: String,
-}
-
-impl Shared {
-    fn instance(&self, role: Role) -> Option<&Arc<RedisInstance>> {
-        match role {
-            Role::Primary => Some(&self.primary),
-            Role::Fallback => self.fallback.as_ref(),
-        }
-    }
-
-    fn copy_finished(&self) {
-        if self.stats.copies_pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drained.notify_waiters();
-        }
-    }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub struct DualRedisStore {
-    shared: Arc<Shared>,
-    keys: KeyLayout,
-    read_mode: ReadMode,
-    ttl_hint: Duration,
+    pub(super) shared: Arc<Shared>,
+    pub(super) keys: KeyLayout,
+    pub(super) read_mode: ReadMode,
+    pub(super) ttl_hint: Duration,
     /// How long a discard waits for its turn in the copy queue before going direct.
-    queue_wait: Duration,
-    copies: mpsc::Sender<Copy>,
-    ready: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) queue_wait: Duration,
+    pub(super) copies: mpsc::Sender<Copy>,
+    pub(super) ready: watch::Sender<bool>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl DualRedisStore {
@@ -228,65 +155,6 @@ impl DualRedisStore {
         self.keys.token(key)
     }
 
-    /// Waits until every queued copy has been applied or given up.
-    pub async fn flush_copies(&self) {
-        loop {
-            let drained = self.shared.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.shared.stats.copies_pending.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            drained.await;
-        }
-    }
-
-    /// Queues a copy; false when it was dropped (queue full) or has no target.
-    fn enqueue(&self, target: Role, key: String, op: CopyOp) -> bool {
-        if self.shared.instance(target).is_none() {
-            return false;
-        }
-        self.shared
-            .stats
-            .copies_pending
-            .fetch_add(1, Ordering::AcqRel);
-        if self.copies.try_send(Copy { target, key, op }).is_err() {
-            self.shared
-                .stats
-                .copies_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            self.shared.copy_finished();
-            tracing::warn!(target = target.as_str(), "copy queue full: copy dropped");
-            return false;
-        }
-        true
-    }
-
-    /// A discard on one instance, through the copy queue so that it lands after every copy
-    /// and repair queued before it; directly when the queue is full or too slow (the queued
-    /// one then lands later, harmlessly: a discard is idempotent).
-    async fn discard_on_role(
-        &self,
-        role: Role,
-        redis_key: &str,
-        failed: &SessionToken,
-    ) -> Option<Result<Discarded, InstanceError>> {
-        let instance = self.shared.instance(role)?;
-        let (done, answer) = oneshot::channel();
-        let queued = self.enqueue(
-            role,
-            redis_key.to_owned(),
-            CopyOp::Discard {
-                failed: failed.clone(),
-                done,
-            },
-        );
-        if queued && let Ok(Ok(result)) = tokio::time::timeout(self.queue_wait, answer).await {
-            return Some(result);
-        }
-        Some(discard_on(instance, redis_key, failed).await)
-    }
-
     fn parse_stored(&self, role: Role, raw: Option<String>) -> Option<SessionToken> {
         let raw = raw?;
         match SessionToken::parse(&raw) {
@@ -296,46 +164,6 @@ impl DualRedisStore {
                 None
             }
         }
-    }
-
-    fn merge_reads_now(&self) -> bool {
-        match self.read_mode {
-            ReadMode::Merge => true,
-            ReadMode::Primary => {
-                self.shared.merge_reads_until.load(Ordering::Acquire) > now_millis()
-            }
-        }
-    }
-
-    /// Starts (or extends) the window in which `primary` read mode merges both instances, here
-    /// and, through the marker on the fallback, in every replica.
-    async fn primary_missed_a_write(&self) {
-        let until = now_millis() + self.ttl_hint.as_millis() as u64;
-        self.shared
-            .merge_reads_until
-            .fetch_max(until, Ordering::AcqRel);
-        if let Some(fallback) = &self.shared.fallback
-            && let Err(e) = fallback
-                .set_px(&self.shared.marker_key, "1", self.ttl_hint)
-                .await
-        {
-            tracing::warn!(error = %e, "cannot set the primary-behind marker");
-        }
-    }
-
-    fn repair(&self, redis_key: String, token: &SessionToken) {
-        self.shared
-            .stats
-            .read_repairs
-            .fetch_add(1, Ordering::Relaxed);
-        self.enqueue(
-            Role::Primary,
-            redis_key,
-            CopyOp::Merge {
-                token: token.clone(),
-                ttl: CopyTtl::RemainingOnFallback,
-            },
-        );
     }
 
     async fn put_on(
@@ -374,131 +202,6 @@ impl Drop for DualRedisStore {
             task.abort();
         }
     }
-}
-
-/// Ready while at least one instance is up.
-async fn forward_readiness(
-    mut up: watch::Receiver<bool>,
-    instances: Vec<Arc<RedisInstance>>,
-    ready: watch::Sender<bool>,
-) {
-    loop {
-        let any_up = instances.iter().any(|i| i.is_up());
-        ready.send_if_modified(|v| {
-            let changed = *v != any_up;
-            *v = any_up;
-            changed
-        });
-        if up.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// In `primary` read mode, after each health round: opens the recovery window when the primary
-/// restarted, or when another replica marked it behind.
-async fn poll_recovery_window(shared: Arc<Shared>, ttl: Duration) {
-    let mut behind = shared.primary.take_restarted();
-    if let Some(fallback) = &shared.fallback
-        && let Ok(Some(_)) = fallback.get(&shared.marker_key).await
-    {
-        behind = true;
-    }
-    if behind {
-        let until = now_millis() + ttl.as_millis() as u64;
-        let before = shared.merge_reads_until.fetch_max(until, Ordering::AcqRel);
-        if before <= now_millis() {
-            tracing::warn!("primary may be behind: reading both instances until the window ends");
-        }
-    }
-}
-
-/// Applies queued copies, up to `batch` at a time (pipelined on the multiplexed connections).
-///
-/// Merges of one key in a batch are coalesced to the last one: the primary's stored token never
-/// goes backwards (except by a discard, which is queued too), so its latest result covers the
-/// earlier ones (and a hot key costs the fallback one merge per batch, not one per put). A
-/// key's operations are applied in queue order, so a discard lands after every copy queued
-/// before it.
-async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Copy>, batch: usize) {
-    let mut buffer = Vec::with_capacity(batch);
-    loop {
-        buffer.clear();
-        if queue.recv_many(&mut buffer, batch).await == 0 {
-            return;
-        }
-        let mut by_key: HashMap<(Role, String), Vec<Copy>> = HashMap::with_capacity(buffer.len());
-        for copy in buffer.drain(..) {
-            let ops = by_key.entry((copy.target, copy.key.clone())).or_default();
-            if matches!(copy.op, CopyOp::Merge { .. }) {
-                let before = ops.len();
-                ops.retain(|earlier| !matches!(earlier.op, CopyOp::Merge { .. }));
-                for _ in ops.len()..before {
-                    shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
-                    shared.copy_finished();
-                }
-            }
-            ops.push(copy);
-        }
-        let jobs = by_key.into_values().map(|ops| {
-            let shared = shared.clone();
-            async move {
-                for copy in ops {
-                    let target = copy.target;
-                    match apply_copy(&shared, copy).await {
-                        Ok(true) => {
-                            shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(false) => {
-                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                target = target.as_str(),
-                                "copy refused by the merge (conflict)"
-                            );
-                        }
-                        Err(e) => {
-                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(error = %e, "copy failed");
-                        }
-                    }
-                    shared.copy_finished();
-                }
-            }
-        });
-        futures_util::future::join_all(jobs).await;
-    }
-}
-
-/// Applies one copy; Ok(false) when the target's merge refused it.
-async fn apply_copy(shared: &Shared, copy: Copy) -> Result<bool, InstanceError> {
-    let Some(target) = shared.instance(copy.target) else {
-        return Ok(false);
-    };
-    let (token, ttl) = match copy.op {
-        CopyOp::Discard { failed, done } => {
-            let result = discard_on(target, &copy.key, &failed).await;
-            let applied = result.is_ok();
-            // The caller may have stopped waiting (it then went direct): nothing to do.
-            let _ = done.send(result);
-            return Ok(applied);
-        }
-        CopyOp::Merge { token, ttl } => (token, ttl),
-    };
-    let ttl = match ttl {
-        CopyTtl::Fixed(ttl) => ttl,
-        CopyTtl::RemainingOnFallback => {
-            let Some(fallback) = shared.fallback.as_ref() else {
-                return Ok(false);
-            };
-            match fallback.pttl(&copy.key).await? {
-                Some(remaining) => remaining,
-                // Gone (expired) or no expiry: nothing worth repairing.
-                None => return Ok(true),
-            }
-        }
-    };
-    let reply = merge_on(target, &copy.key, &token, ttl, usize::MAX).await?;
-    Ok(matches!(reply, MergeReply::Merged { .. }))
 }
 
 #[async_trait]
@@ -683,112 +386,8 @@ impl TokenStore for DualRedisStore {
             self.read_mode
         )
     }
-
     fn samples(&self) -> Vec<Sample> {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let st = &self.shared.stats;
-        let mut out = vec![
-            Sample::gauge(
-                "tokenbroker_fallback_queue_depth",
-                "Copies to the fallback and read repairs waiting or in flight.",
-                load(&st.copies_pending) as f64,
-            ),
-            Sample::counter(
-                "tokenbroker_fallback_copies_dropped_total",
-                "Copies dropped because the queue was full.",
-                load(&st.copies_dropped),
-            ),
-            Sample::counter(
-                "tokenbroker_fallback_copies_failed_total",
-                "Copies that failed (instance down, timeout or merge conflict).",
-                load(&st.copies_failed),
-            ),
-            Sample::counter(
-                "tokenbroker_fallback_copies_total",
-                "Copies applied.",
-                load(&st.copies_done),
-            ),
-            Sample::counter(
-                "tokenbroker_fallback_writes_total",
-                "PutTokens written to the fallback because the primary failed.",
-                load(&st.fallback_writes),
-            ),
-            Sample::counter(
-                "tokenbroker_store_degraded_reads_total",
-                "Reads that could not consult every Redis instance.",
-                load(&st.degraded_reads),
-            ),
-            Sample::counter(
-                "tokenbroker_read_repairs_total",
-                "Merged tokens written back to a primary that was behind.",
-                load(&st.read_repairs),
-            ),
-        ];
-        for i in std::iter::once(&self.shared.primary).chain(self.shared.fallback.as_ref()) {
-            let s = &i.stats;
-            let name = i.name();
-            out.extend([
-                Sample::gauge(
-                    "tokenbroker_redis_up",
-                    "1 when the instance answers its health checks.",
-                    f64::from(u8::from(i.is_up())),
-                )
-                .label("instance", name),
-                Sample::gauge(
-                    "tokenbroker_redis_breaker_open",
-                    "1 when the instance's circuit breaker is open or half-open.",
-                    f64::from(u8::from(i.breaker_open())),
-                )
-                .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_calls_total",
-                    "Redis calls made.",
-                    load(&s.calls),
-                )
-                .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_errors_total",
-                    "Redis calls that failed (timeouts included).",
-                    load(&s.errors),
-                )
-                .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_timeouts_total",
-                    "Redis calls that timed out.",
-                    load(&s.timeouts),
-                )
-                .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_skipped_total",
-                    "Calls not made because the breaker was open.",
-                    load(&s.skipped),
-                )
-                .label("instance", name),
-                Sample::counter(
-                    "tokenbroker_redis_cas_conflicts_total",
-                    "Puts, copies and repairs that lost a compare-and-set to a concurrent writer and merged again.",
-                    load(&s.cas_conflicts),
-                )
-                .label("instance", name),
-                Sample::histogram(
-                    "tokenbroker_redis_call_duration_seconds",
-                    "Latency of the Redis calls made (connecting included; skipped calls excluded).",
-                    &s.latency,
-                )
-                .label("instance", name),
-            ]);
-            let state = i.breaker_state();
-            out.extend(BREAKER_STATES.iter().map(|st| {
-                Sample::gauge(
-                    "tokenbroker_redis_breaker_state",
-                    "1 for the circuit breaker's current state (closed, open or half_open), 0 for the others.",
-                    f64::from(u8::from(*st == state)),
-                )
-                .label("instance", name)
-                .label("state", *st)
-            }));
-        }
-        out
+        self.pair_samples()
     }
 
     fn components(&self) -> Vec<(String, watch::Receiver<bool>)> {

@@ -8,19 +8,24 @@
 //! `dual` (the store: write, copy, read, degrade).
 
 mod breaker;
+mod copy_queue;
 mod discard;
 mod dual;
 mod instance;
 mod keys;
 mod options;
+mod pair;
 mod put;
+mod recovery;
+mod samples;
 mod script;
 mod tls;
 
-pub use dual::{DualRedisStore, DualStats};
+pub use dual::DualRedisStore;
 pub use instance::{InstanceError, InstanceStats, RedisInstance, Role};
 pub use keys::{KeyLayout, LAYOUT_VERSION};
 pub use options::{ReadMode, RedisOptions, RedisUrl};
+pub use pair::DualStats;
 pub use script::{MergeReply, decode as decode_merge_reply};
 pub use tls::TlsFileError;
 
