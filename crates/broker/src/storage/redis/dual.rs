@@ -31,10 +31,10 @@ use async_trait::async_trait;
 use session_token::SessionToken;
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::commands::spawn_get_batchers;
 use super::copy_queue::{Copy, CopyOp, CopyTtl, run_copier};
-use super::instance::{
-    InstanceError, RedisInstance, Role, spawn_get_batchers, spawn_health_checks,
-};
+use super::health::spawn_health_checks;
+use super::instance::{InstanceError, RedisInstance, Role};
 use super::keys::KeyLayout;
 use super::options::{ReadMode, RedisOptions};
 use super::pair::{DualStats, Shared};

@@ -1,16 +1,24 @@
-//! Redis-backed storage: a primary and an optional fallback instance, merged atomically by a
-//! Lua script, with circuit breakers, health checks and an asynchronous copy queue.
+//! Redis-backed storage: a primary and an optional fallback instance, puts merged in the broker
+//! and committed with a compare-and-set (the Lua merge on a contended key), with circuit
+//! breakers, health checks and an asynchronous copy queue.
 //!
-//! Module map: `options` (settings, redacted URLs), `keys` (the versioned key layout),
-//! `script` (the merge and compare-and-set scripts, and the merge's replies), `discard`
-//! (DiscardToken on one instance), `breaker` (circuit breaker), `tls` (the CA and client
-//! certificate files of `rediss://`), `instance` (one Redis: connections, deadlines, health),
-//! `dual` (the store: write, copy, read, degrade).
+//! Module map, one job each:
+//! - settings and layout: `options` (settings, redacted URLs), `tls` (the CA and client
+//!   certificate files of `rediss://`), `keys` (the versioned key layout);
+//! - one instance: `instance` (connections, deadlines, breaker, spans), `commands` (what the
+//!   broker sends: batched reads, scripts, TTLs), `health` (pings, up/down, restarts),
+//!   `breaker`, `script` (the Lua scripts and the merge's replies), `put` and `discard` (the
+//!   compare-and-set steps of PutToken and DiscardToken);
+//! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state and
+//!   counters), `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the
+//!   `primary` read mode's window), `samples` (metrics).
 
 mod breaker;
+mod commands;
 mod copy_queue;
 mod discard;
 mod dual;
+mod health;
 mod instance;
 mod keys;
 mod options;

@@ -1,0 +1,86 @@
+//! Health of one instance: a ping per interval that drives up/down, the breaker and restart
+//! detection, whatever the traffic.
+//!
+//! Why pings and not only call outcomes: readiness must turn to SERVING when an instance comes
+//! back even if no request is routed to it (its breaker is open), and a restarted Redis (a new
+//! `run_id`) must be noticed to open the `primary` read mode's recovery window.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::instance::{InstanceError, RedisInstance};
+
+impl RedisInstance {
+    /// Pings the instance, bypassing the breaker: updates up/down, closes or opens the breaker,
+    /// and notices restarts (a new `run_id`).
+    pub async fn health_check(&self) {
+        let check = async {
+            let mut conn = self.connection(self.pick_slot()).await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            Ok::<_, InstanceError>(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("run_id:"))
+                    .map(|s| s.trim().to_owned()),
+            )
+        };
+        match tokio::time::timeout(self.operation_timeout, check).await {
+            Ok(Ok(run_id)) => {
+                if self.breaker.success() {
+                    tracing::info!(
+                        redis = self.name(),
+                        "circuit breaker closed by health check"
+                    );
+                }
+                if let Some(run_id) = run_id {
+                    let mut seen = self.run_id.lock().unwrap_or_else(|p| p.into_inner());
+                    if seen.as_ref().is_some_and(|old| *old != run_id) {
+                        tracing::warn!(
+                            redis = self.name(),
+                            "redis instance restarted (new run_id): it may have lost tokens"
+                        );
+                        self.restarted.store(true, Ordering::Release);
+                    }
+                    *seen = Some(run_id);
+                }
+                self.mark(true, "");
+            }
+            Ok(Err(e)) => self.health_check_failed(&e.to_string()).await,
+            Err(_) => self.health_check_failed("health check timed out").await,
+        }
+    }
+
+    async fn health_check_failed(&self, reason: &str) {
+        if self.breaker.trip() {
+            tracing::warn!(
+                redis = self.name(),
+                reason,
+                "circuit breaker OPEN: skipping this instance"
+            );
+        }
+        self.reset_slots().await;
+        self.mark(false, reason);
+    }
+}
+
+/// Pings every instance every `interval` until the returned task is aborted.
+pub fn spawn_health_checks(
+    instances: Vec<Arc<RedisInstance>>,
+    interval: Duration,
+    after_each_round: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let checks = instances.iter().map(|i| i.health_check());
+            futures_util::future::join_all(checks).await;
+            after_each_round();
+        }
+    })
+}
