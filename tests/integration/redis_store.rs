@@ -235,3 +235,38 @@ async fn store_starts_with_redis_down_and_becomes_ready_when_it_answers() {
         .await
         .unwrap();
 }
+
+/// An error the command itself causes (here WRONGTYPE: something else stored a hash under the
+/// token's key) fails that call with an internal error and leaves the instance up: the breaker
+/// is not fed and the put does not fail over, since the fallback would be just as wrong to use.
+#[tokio::test]
+async fn a_command_error_fails_the_call_and_leaves_the_instance_up() {
+    let primary = RedisServer::start();
+    let fallback = RedisServer::start();
+    let store = ready_store(&redis_options(&primary, Some(&fallback))).await;
+    let key = StoreKey::new("acct/db/c", "a-hash");
+    let _: () = primary
+        .connection()
+        .hset(store.redis_key(&key), "field", "value")
+        .unwrap();
+    for _ in 0..5 {
+        let error = store.put(&key, &t("0:1#1"), params(TTL)).await.unwrap_err();
+        assert!(
+            matches!(error, broker::StoreError::Internal(_)),
+            "{error:?}"
+        );
+    }
+    assert_eq!(store.primary().breaker_state(), "closed");
+    assert!(store.primary().is_up());
+    let failovers = store
+        .stats()
+        .fallback_writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failovers, 0, "a command error failed over");
+    store.flush_copies().await;
+    let copied: Option<String> = fallback.connection().get(store.redis_key(&key)).unwrap();
+    assert_eq!(copied, None);
+    // Every other key is served as usual.
+    let other = StoreKey::new("acct/db/c", "other");
+    store.put(&other, &t("0:1#1"), params(TTL)).await.unwrap();
+}

@@ -28,25 +28,30 @@ pub enum BrokerError {
     /// Bad input (INVALID_ARGUMENT).
     #[error(transparent)]
     InvalidArgument(#[from] InvalidArgument),
-    /// Tokens that cannot be merged (FAILED_PRECONDITION); nothing was changed.
-    #[error("{0}")]
-    Conflict(String),
+    /// Tokens that cannot be merged (FAILED_PRECONDITION): the given token with the stored one
+    /// (PutToken), or the given tokens with each other (MergeToken); nothing was changed.
+    #[error("the tokens cannot be merged: {0}")]
+    Conflict(MergeError),
     /// A size bound of the store would be exceeded (RESOURCE_EXHAUSTED); nothing was changed.
     #[error("{0}")]
     ResourceExhausted(String),
     /// No store could record the put (UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
+    /// The store failed the request in a way no retry fixes (INTERNAL); nothing was changed.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for BrokerError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(_) => Self::Conflict(e.to_string()),
+            StoreError::Conflict(conflict) => Self::Conflict(conflict),
             StoreError::TooManySegments { .. } | StoreError::Full { .. } => {
                 Self::ResourceExhausted(e.to_string())
             }
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Internal(_) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -220,8 +225,11 @@ impl Broker {
             .map(|(i, t)| self.limits.token(&format!("{field}[{i}]"), t))
             .collect::<Result<Vec<_>, _>>()?;
         let merged = SessionToken::merge_all(&parsed)
-            .map_err(|e: MergeError| BrokerError::Conflict(e.to_string()))?
-            .ok_or_else(|| BrokerError::Conflict("nothing to merge".into()))?;
+            .map_err(BrokerError::Conflict)?
+            .ok_or_else(|| InvalidArgument {
+                field: field.into(),
+                reason: "needs at least one token".into(),
+            })?;
         if merged.len() > self.limits.max_segments {
             return Err(BrokerError::ResourceExhausted(format!(
                 "the merged token would have {} segments, more than the limit of {}",

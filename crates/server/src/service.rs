@@ -102,9 +102,10 @@ impl TokenBrokerService {
 pub fn status(e: BrokerError) -> Status {
     match e {
         BrokerError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
-        BrokerError::Conflict(m) => Status::failed_precondition(m),
+        e @ BrokerError::Conflict(_) => Status::failed_precondition(e.to_string()),
         BrokerError::ResourceExhausted(m) => Status::resource_exhausted(m),
         BrokerError::Unavailable(m) => Status::unavailable(m),
+        BrokerError::Internal(m) => Status::internal(m),
     }
 }
 

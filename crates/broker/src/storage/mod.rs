@@ -64,6 +64,10 @@ pub enum StoreError {
     /// The store could not be reached or did not answer in time.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered with an error the request caused there (a script error, a value of
+    /// the wrong type, a bug): retrying elsewhere would fail alike. INTERNAL at the edge.
+    #[error("store error: {0}")]
+    Internal(String),
 }
 
 #[async_trait]

@@ -35,7 +35,7 @@ use super::commands::spawn_get_batchers;
 use super::copy_queue::{Copy, CopyOp, CopyTtl, run_copier};
 use super::health::spawn_health_checks;
 use super::instance::{InstanceError, RedisInstance, Role};
-use super::keys::KeyLayout;
+use super::keys::{KeyLayout, log_hash};
 use super::options::{ReadMode, RedisOptions};
 use super::pair::{DualStats, Shared};
 use super::put::merge_on;
@@ -192,8 +192,21 @@ impl DualRedisStore {
                 segments,
                 limit: params.max_segments,
             }),
+            MergeReply::BadInput => Err(internal(
+                key,
+                &InstanceError::Command(
+                    instance.name(),
+                    "the merge script could not parse the token (a broker/script mismatch)".into(),
+                ),
+            )),
         })
     }
+}
+
+/// A store error no retry fixes, logged with the key's hash (never the key).
+fn internal(redis_key: &str, error: &InstanceError) -> StoreError {
+    tracing::error!(key_hash = %log_hash(redis_key), %error, "Redis refused a command: failing the call, the instance stays up");
+    StoreError::Internal(error.to_string())
 }
 
 impl Drop for DualRedisStore {
@@ -229,6 +242,8 @@ impl TokenStore for DualRedisStore {
                 return Ok(stored);
             }
             Ok(Err(refused)) => return Err(refused),
+            // The primary answered: the same put would fail on the fallback too.
+            Err(e) if !e.is_transient() => return Err(internal(&redis_key, &e)),
             Err(e) => e,
         };
         let Some(fallback) = &self.shared.fallback else {
@@ -248,6 +263,7 @@ impl TokenStore for DualRedisStore {
                 }
                 result
             }
+            Err(e) if !e.is_transient() => Err(internal(&redis_key, &e)),
             Err(fallback_error) => Err(StoreError::Unavailable(format!(
                 "{primary_error}; {fallback_error}"
             ))),

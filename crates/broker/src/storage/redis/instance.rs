@@ -54,8 +54,16 @@ pub enum InstanceError {
     BreakerOpen(&'static str),
     #[error("redis {0} timed out after {1:?}")]
     Timeout(&'static str, Duration),
+    /// The instance could not serve: I/O, a refused or dropped connection, or a server state
+    /// that passes (LOADING, BUSY, MASTERDOWN, READONLY, CLUSTERDOWN, TRYAGAIN), or refused
+    /// credentials. Counts against the instance (breaker, failover).
     #[error("redis {0}: {1}")]
     Redis(&'static str, String),
+    /// The instance answered, with an error the command itself caused (a script error,
+    /// WRONGTYPE, a bug): it is up, and another instance would answer alike. Fails the call
+    /// with INTERNAL; never counts against the instance.
+    #[error("redis {0} refused the command: {1}")]
+    Command(&'static str, String),
     #[error("redis {0}: {1}")]
     Reply(&'static str, BadReply),
     /// A compare-and-set lost to concurrent writers every time it was tried.
@@ -70,10 +78,37 @@ impl InstanceError {
             InstanceError::BreakerOpen(_) => "breaker_open",
             InstanceError::Timeout(..) => "timeout",
             InstanceError::Redis(..) => "redis",
+            InstanceError::Command(..) => "command",
             InstanceError::Reply(..) => "bad_reply",
             InstanceError::Contended(..) => "contended",
         }
     }
+
+    /// True when the instance could not serve (see each variant): the breaker counts it, and a
+    /// put fails over to the other instance. False when the instance answered and the command
+    /// itself was refused or misunderstood: the same call would fail anywhere.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            InstanceError::BreakerOpen(_) | InstanceError::Timeout(..) | InstanceError::Redis(..)
+        )
+    }
+}
+
+/// Whether a Redis error says the instance cannot serve now (transient) rather than that the
+/// command was wrong: I/O, refused or dropped connections, timeouts, the server states that
+/// pass, and authentication (the instance is unusable until the credentials are fixed).
+pub(super) fn transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "TRYAGAIN")
+                | Some("NOAUTH" | "WRONGPASS" | "NOPERM")
+        )
 }
 
 /// Counters of one instance, for metrics and tests.
@@ -327,6 +362,10 @@ impl RedisInstance {
                     tracing::info!(redis = self.name(), "circuit breaker closed");
                 }
             }
+            Err(e) if !e.is_transient() => {
+                // The instance answered: it stays up, and the breaker is not fed.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(e, InstanceError::Timeout(..)) {
@@ -345,8 +384,13 @@ impl RedisInstance {
         result
     }
 
+    /// A Redis error, classified (see [`transient`]).
     pub(super) fn redis_error(&self, e: redis::RedisError) -> InstanceError {
-        InstanceError::Redis(self.name(), e.to_string())
+        if transient(&e) {
+            InstanceError::Redis(self.name(), e.to_string())
+        } else {
+            InstanceError::Command(self.name(), e.to_string())
+        }
     }
 }
 

@@ -56,6 +56,15 @@ impl KeyLayout {
     }
 }
 
+/// A short, stable stand-in for a Redis key in logs: keys hold scopes and caller keys (end-user
+/// ids), which logs must not carry, but an operator correlating two log lines needs an id.
+pub(crate) fn log_hash(redis_key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    redis_key.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ pub enum MergeReply {
     },
     Conflict(MergeError),
     TooManySegments(usize),
+    /// The script could not parse the token it was given (`bad_input`): the broker formats
+    /// every token canonically, so this is a broker/script mismatch or a bug.
+    BadInput,
 }
 
 /// A reply the broker does not understand (a script/broker version mismatch, or a bug).
@@ -83,6 +86,7 @@ pub fn decode(reply: &Value) -> Result<MergeReply, BadReply> {
             range: (*range).to_owned(),
         })),
         ["too_many", n] => Ok(MergeReply::TooManySegments(n.parse().map_err(|_| bad())?)),
+        ["bad_input"] => Ok(MergeReply::BadInput),
         _ => Err(bad()),
     }
 }
