@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe call is in flight; the others are refused until it ends.
+    HalfOpen,
 }
 
 /// What the breaker decided about a call.
@@ -55,15 +60,10 @@ impl Breaker {
         match *state {
             State::Closed { .. } => Admit::Yes,
             State::Open { until } if Instant::now() >= until => {
-                *state = State::HalfOpen { probing: true };
+                *state = State::HalfOpen;
                 Admit::Probe
             }
-            State::Open { .. } => Admit::No,
-            State::HalfOpen { probing: false } => {
-                *state = State::HalfOpen { probing: true };
-                Admit::Probe
-            }
-            State::HalfOpen { probing: true } => Admit::No,
+            State::Open { .. } | State::HalfOpen => Admit::No,
         }
     }
 
@@ -92,7 +92,7 @@ impl Breaker {
                 };
                 false
             }
-            State::HalfOpen { .. } => {
+            State::HalfOpen => {
                 *state = open;
                 true
             }
@@ -124,7 +124,7 @@ impl Breaker {
         match *self.lock() {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
+            State::HalfOpen => "half_open",
         }
     }
 }

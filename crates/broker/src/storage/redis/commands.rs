@@ -129,18 +129,11 @@ impl RedisInstance {
     }
 
     /// Reads a raw stored value. Concurrent reads are batched into one MGET (see
-    /// [`spawn_get_batchers`]) when batchers run; otherwise this is a one-key MGET. Either way
-    /// the caller's span `MGET` covers the wait for the batch.
+    /// [`spawn_get_batchers`]); the caller's span `MGET` covers the wait for the batch.
     pub async fn get(&self, key: &str) -> Result<Option<String>, InstanceError> {
-        let Some(batches) = &self.batches else {
-            return self
-                .mget(vec![key.to_owned()])
-                .await
-                .map(|mut v| v.pop().flatten());
-        };
         let (reply, answer) = oneshot::channel();
         let wait = async {
-            batches
+            self.batches
                 .send((key.to_owned(), reply))
                 .await
                 .map_err(|_| InstanceError::Redis(self.name(), "read batcher stopped".into()))?;
@@ -212,9 +205,7 @@ impl RedisInstance {
 /// while its previous MGET was in flight and sends them as one MGET. Under load, batches grow by
 /// themselves (fewer commands and syscalls per read); when idle, a read goes out at once.
 pub fn spawn_get_batchers(instance: &Arc<RedisInstance>) -> Vec<tokio::task::JoinHandle<()>> {
-    let Some(queue) = instance.batch_queue.clone() else {
-        return Vec::new();
-    };
+    let queue = instance.batch_queue.clone();
     (0..instance.slots.len())
         .map(|_| {
             let (instance, queue) = (instance.clone(), queue.clone());

@@ -152,7 +152,7 @@ impl DualRedisStore {
 
     /// The Redis key of a stored token.
     pub fn redis_key(&self, key: &StoreKey) -> String {
-        self.keys.token(key)
+        self.keys.redis_key(key)
     }
 
     fn parse_stored(&self, role: Role, raw: Option<String>) -> Option<SessionToken> {
@@ -225,7 +225,7 @@ impl TokenStore for DualRedisStore {
         token: &SessionToken,
         params: PutParams,
     ) -> Result<SessionToken, StoreError> {
-        let redis_key = self.keys.token(key);
+        let redis_key = self.keys.redis_key(key);
         let primary_error = match self
             .put_on(&self.shared.primary, &redis_key, token, params)
             .await
@@ -271,7 +271,7 @@ impl TokenStore for DualRedisStore {
     }
 
     async fn get(&self, key: &StoreKey) -> Result<Lookup, StoreError> {
-        let redis_key = self.keys.token(key);
+        let redis_key = self.keys.redis_key(key);
         let Some(fallback) = &self.shared.fallback else {
             let raw = self
                 .shared
@@ -356,7 +356,7 @@ impl TokenStore for DualRedisStore {
         key: &StoreKey,
         failed: &SessionToken,
     ) -> Result<Discarded, StoreError> {
-        let redis_key = self.keys.token(key);
+        let redis_key = self.keys.redis_key(key);
         let (primary, fallback) = tokio::join!(
             self.discard_on_role(Role::Primary, &redis_key, failed),
             self.discard_on_role(Role::Fallback, &redis_key, failed)

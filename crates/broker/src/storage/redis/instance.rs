@@ -140,9 +140,10 @@ pub struct RedisInstance {
     /// persistence, lost its keys).
     pub(super) run_id: std::sync::Mutex<Option<String>>,
     pub(super) restarted: AtomicBool,
-    /// Pending reads for the batchers; `None` until [`spawn_get_batchers`] runs.
-    pub(super) batches: Option<mpsc::Sender<PendingGet>>,
-    pub(super) batch_queue: Option<Arc<Mutex<mpsc::Receiver<PendingGet>>>>,
+    /// Pending reads, taken by the batchers (`commands::spawn_get_batchers`, started with the
+    /// store).
+    pub(super) batches: mpsc::Sender<PendingGet>,
+    pub(super) batch_queue: Arc<Mutex<mpsc::Receiver<PendingGet>>>,
     pub stats: InstanceStats,
 }
 
@@ -183,8 +184,8 @@ impl RedisInstance {
             up: watch::Sender::new(false),
             run_id: std::sync::Mutex::new(None),
             restarted: AtomicBool::new(false),
-            batches: Some(batch_tx),
-            batch_queue: Some(Arc::new(Mutex::new(batch_rx))),
+            batches: batch_tx,
+            batch_queue: Arc::new(Mutex::new(batch_rx)),
             stats: InstanceStats::default(),
         })
     }

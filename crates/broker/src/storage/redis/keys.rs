@@ -36,7 +36,7 @@ impl KeyLayout {
     }
 
     /// The key holding the token of `key`.
-    pub fn token(&self, key: &StoreKey) -> String {
+    pub fn redis_key(&self, key: &StoreKey) -> String {
         let mut out =
             String::with_capacity(self.namespace.len() + key.scope.len() + key.key.len() + 8);
         out.push_str(&self.namespace);
@@ -73,13 +73,13 @@ mod tests {
     fn escapes_tag_and_separator_characters() {
         let k = KeyLayout::new("tb");
         assert_eq!(
-            k.token(&StoreKey::new("acct/db/c", "user-1")),
+            k.redis_key(&StoreKey::new("acct/db/c", "user-1")),
             "tb:v1:{acct/db/c|user-1}"
         );
-        assert_eq!(k.token(&StoreKey::new("a|b", "c")), "tb:v1:{a%7Cb|c}");
-        assert_eq!(k.token(&StoreKey::new("a", "b|c")), "tb:v1:{a|b%7Cc}");
+        assert_eq!(k.redis_key(&StoreKey::new("a|b", "c")), "tb:v1:{a%7Cb|c}");
+        assert_eq!(k.redis_key(&StoreKey::new("a", "b|c")), "tb:v1:{a|b%7Cc}");
         assert_eq!(
-            k.token(&StoreKey::new("{x}", "100%")),
+            k.redis_key(&StoreKey::new("{x}", "100%")),
             "tb:v1:{%7Bx%7D|100%25}"
         );
     }
