@@ -165,7 +165,7 @@ async fn redis_memory_per_key(url: &str, n: u64) -> Result<(f64, i64), String> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut futures = Vec::new();
         for i in chunk {
-            let key = layout.token(&broker::StoreKey::new(
+            let key = layout.redis_key(&broker::StoreKey::new(
                 "acct/db/orders",
                 format!("user-{i:08}"),
             ));
@@ -187,7 +187,7 @@ async fn redis_memory_per_key(url: &str, n: u64) -> Result<(f64, i64), String> {
         }
     }
     let after = used_memory(&mut conn).await?;
-    let sample_key = layout.token(&broker::StoreKey::new("acct/db/orders", "user-00000000"));
+    let sample_key = layout.redis_key(&broker::StoreKey::new("acct/db/orders", "user-00000000"));
     let usage: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(sample_key)
