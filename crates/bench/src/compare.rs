@@ -53,14 +53,14 @@ pub struct Summary {
     pub cpus: usize,
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| e.to_string())
 }
 
-fn spawn_redis(port: u16) -> Result<Child, String> {
+pub(crate) fn spawn_redis(port: u16) -> Result<Child, String> {
     Command::new("redis-server")
         .args([
             "--port",
@@ -78,7 +78,7 @@ fn spawn_redis(port: u16) -> Result<Child, String> {
         .map_err(|e| format!("cannot start redis-server: {e}"))
 }
 
-async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+pub(crate) async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
     use redis::IntoConnectionInfo;
     // TCP_NODELAY, as the broker's own connections: the baseline is an app that tuned its client.
     let info = url
@@ -96,7 +96,7 @@ async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, Stri
     }
 }
 
-async fn connect(port: u16, n: usize) -> Result<Vec<Channel>, String> {
+pub(crate) async fn connect(port: u16, n: usize) -> Result<Vec<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .map_err(|e| e.to_string())?
         .tcp_nodelay(true);
@@ -112,7 +112,7 @@ async fn connect(port: u16, n: usize) -> Result<Vec<Channel>, String> {
     Ok(channels)
 }
 
-fn broker_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
+pub(crate) fn broker_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p);
     }
@@ -151,28 +151,47 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> Result<i64
         .ok_or_else(|| "no used_memory in INFO".into())
 }
 
-/// Stores `n` tokens of 2 ranges × 2 regions through the merge script (as the broker does) and
-/// returns (bytes per key from INFO, MEMORY USAGE of one key).
-async fn redis_memory_per_key(url: &str, n: u64) -> Result<(f64, i64), String> {
+/// The keys and tokens a memory measurement stores: key `i` is `(scope, key(i))` holding
+/// `token(i)`.
+pub(crate) struct KeyShape {
+    pub scope: &'static str,
+    pub key: fn(u64) -> String,
+    pub token: fn(u64) -> String,
+}
+
+/// The shape of this comparison's Redis memory row: 2 ranges × 2 regions, 7-digit LSNs.
+const COMPARE_SHAPE: KeyShape = KeyShape {
+    scope: "acct/db/orders",
+    key: |i| format!("user-{i:08}"),
+    token: |i| format!("0:1#{v}#0={v}#1={v},1:1#{v}#0={v}#1={v}", v = 1_000_000 + i),
+};
+
+/// Stores `n` tokens of `shape` through the merge script (as the broker does) and returns
+/// (bytes per key from INFO, MEMORY USAGE of one key).
+pub(crate) async fn redis_memory_per_key(
+    url: &str,
+    n: u64,
+    shape: &KeyShape,
+) -> Result<(f64, i64), String> {
     let mut conn = redis_conn(url).await?;
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
     let before = used_memory(&mut conn).await?;
-    let script = redis::Script::new(broker::storage::redis::MERGE_SCRIPT_SOURCE);
+    let script = Arc::new(redis::Script::new(
+        broker::storage::redis::MERGE_SCRIPT_SOURCE,
+    ));
     let layout = broker::storage::redis::KeyLayout::new("tb");
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut futures = Vec::new();
-        for i in chunk {
-            let key = layout.redis_key(&broker::StoreKey::new(
-                "acct/db/orders",
-                format!("user-{i:08}"),
-            ));
-            let token = format!("0:1#{v}#0={v}#1={v},1:1#{v}#0={v}#1={v}", v = 1_000_000 + i);
-            let mut c = conn.clone();
-            let script = &script;
-            futures.push(async move {
+    // A thousand scripts in flight at a time, pipelined on the one multiplexed connection.
+    let mut start = 0;
+    while start < n {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in start..(start + 1000).min(n) {
+            let key = layout.redis_key(&broker::StoreKey::new(shape.scope, (shape.key)(i)));
+            let token = (shape.token)(i);
+            let (mut c, script) = (conn.clone(), script.clone());
+            calls.spawn(async move {
                 script
                     .key(key)
                     .arg(token)
@@ -182,12 +201,14 @@ async fn redis_memory_per_key(url: &str, n: u64) -> Result<(f64, i64), String> {
                     .await
             });
         }
-        for f in futures {
-            f.await.map_err(|e| e.to_string())?;
+        while let Some(call) = calls.join_next().await {
+            call.map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         }
+        start += 1000;
     }
     let after = used_memory(&mut conn).await?;
-    let sample_key = layout.redis_key(&broker::StoreKey::new("acct/db/orders", "user-00000000"));
+    let sample_key = layout.redis_key(&broker::StoreKey::new(shape.scope, (shape.key)(0)));
     let usage: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(sample_key)
@@ -439,8 +460,12 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
     ));
 
     let rss = peak_rss_mib(broker_pid);
-    let (bytes_per_key, usage) =
-        redis_memory_per_key(&format!("redis://127.0.0.1:{m_port}"), 100_000).await?;
+    let (bytes_per_key, usage) = redis_memory_per_key(
+        &format!("redis://127.0.0.1:{m_port}"),
+        100_000,
+        &COMPARE_SHAPE,
+    )
+    .await?;
     drop(broker);
 
     Ok(Summary {
@@ -460,7 +485,7 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
     })
 }
 
-async fn wait_ready(channel: &Channel) -> Result<(), String> {
+pub(crate) async fn wait_ready(channel: &Channel) -> Result<(), String> {
     let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -6,6 +6,7 @@
 
 mod compare;
 mod load;
+mod memory;
 mod report;
 mod workload;
 
@@ -106,6 +107,34 @@ enum Cmd {
         /// `--broker-env TOKENBROKER_REDIS__READ_MODE=primary`.
         #[arg(long = "broker-env", value_parser = parse_env_setting)]
         broker_env: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The embedded in-memory store: bytes per key beside Redis, memory given back after the
+    /// TTL, GetToken p99 while a million keys expire (see docs/performance.md).
+    Memory {
+        /// Distinct keys loaded (each a 2 ranges x 2 regions token).
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// The broker's token.ttl: must outlast loading the keys plus one --window.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// GetToken calls per second in both latency windows (open loop).
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
+        /// Length of the window without expiry.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        window: Duration,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// The tokenbroker binary (default: next to this one).
+        #[arg(long)]
+        broker_bin: Option<PathBuf>,
+        /// Skip the Redis figure (no redis-server needed).
+        #[arg(long)]
+        no_redis: bool,
         #[arg(long)]
         json: bool,
     },
@@ -233,6 +262,38 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => Err(e),
             }
+        }
+        Cmd::Memory {
+            keys,
+            ttl,
+            rate,
+            window,
+            concurrency,
+            connections,
+            broker_bin,
+            no_redis,
+            json,
+        } => {
+            let args = memory::MemoryArgs {
+                keys,
+                ttl,
+                rate,
+                window,
+                concurrency,
+                connections,
+                broker_bin,
+                redis: !no_redis,
+            };
+            memory::run(args).await.map(|summary| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&summary).expect("summary serialises") // ok: plain data
+                    );
+                } else {
+                    memory::print(&summary);
+                }
+            })
         }
     };
     match result {
