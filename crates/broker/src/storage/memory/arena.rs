@@ -10,7 +10,7 @@
 //! How: records are appended; a removed or replaced record's bytes are counted dead. When a
 //! record does not fit, or the sweeper finds at least half the bytes dead, the live records are
 //! copied into a new map sized for them with room to grow (twice the live bytes) and the old map
-//! is dropped; the table's slots are rewritten to the new offsets in the same pass. All of it
+//! is dropped; the table's offsets are rewritten in the same pass. All of it
 //! runs under the shard's lock, over one shard's records only (about a thousand keys, a few
 //! tens of microseconds).
 
@@ -19,10 +19,13 @@ use std::io;
 use hashbrown::HashTable;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
-use super::record::{Encoded, Slot, View};
+use super::record::{Encoded, View, read_u32};
 use crate::storage::StoreError;
 
 const PAGE: usize = 4096;
+
+/// A shard's table: where each record starts in the arena.
+pub(super) type Table = HashTable<u32>;
 
 #[derive(Default)]
 pub(super) struct Arena {
@@ -48,41 +51,43 @@ fn unavailable(e: io::Error) -> StoreError {
     StoreError::Unavailable(format!("in-memory store: cannot map memory: {e}"))
 }
 
+/// The record starting at `at` in `bytes` (empty when `at` is wrong).
+fn record(bytes: &[u8], at: u32) -> &[u8] {
+    let at = at as usize;
+    let len = read_u32(bytes, at) as usize;
+    bytes.get(at..at + len).unwrap_or_default()
+}
+
 impl Arena {
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
     pub(super) fn capacity(&self) -> usize {
-        self.map.as_ref().map_or(0, |m| m.len())
+        self.bytes().len()
     }
 
     pub(super) fn live(&self) -> usize {
         self.used - self.dead
     }
 
-    fn span(slot: &Slot) -> std::ops::Range<usize> {
-        slot.at as usize..slot.at as usize + slot.len as usize
+    pub(super) fn view(&self, at: u32) -> View<'_> {
+        View(record(self.bytes(), at))
     }
 
-    pub(super) fn view(&self, slot: &Slot) -> View<'_> {
-        View(
-            self.map
-                .as_deref()
-                .and_then(|m| m.get(Self::span(slot)))
-                .unwrap_or_default(),
-        )
+    /// The record at `at` was removed from the table: its bytes are dead.
+    pub(super) fn forget(&mut self, at: u32) {
+        self.dead += self.view(at).len();
     }
 
-    /// The record of a slot that was removed or replaced is dead.
-    pub(super) fn forget(&mut self, slot: &Slot) {
-        self.dead += slot.len as usize;
-    }
-
-    /// Appends a record, rebuilding the arena first when it does not fit; returns its slot
-    /// position `(at, len)`. The slots of `table` are rewritten if the arena is rebuilt.
+    /// Appends a record, rebuilding the arena first when it does not fit; returns where it
+    /// starts. The offsets in `table` are rewritten if the arena is rebuilt.
     pub(super) fn append(
         &mut self,
-        table: &mut HashTable<Slot>,
+        table: &mut Table,
         record: &Encoded<'_>,
-    ) -> Result<(u32, u32), StoreError> {
-        let len = record.len() as usize;
+    ) -> Result<u32, StoreError> {
+        let len = record.len();
         if self.used + len > self.capacity() {
             let want = round_to_pages(2 * (self.live() + len));
             self.rebuild(table, want).map_err(unavailable)?;
@@ -99,42 +104,41 @@ impl Arena {
         };
         record.write_to(out);
         self.used += len;
-        let at = u32::try_from(at)
-            .map_err(|_| StoreError::Unavailable("in-memory store: shard over 4 GiB".into()))?;
-        Ok((at, record.len()))
+        u32::try_from(at)
+            .map_err(|_| StoreError::Unavailable("in-memory store: shard over 4 GiB".into()))
     }
 
-    /// Replaces the token of `slot`'s record: in place when the new text is as long as the old
-    /// (the usual case: LSNs advance without gaining a digit), otherwise as a new record, the
-    /// old one dead. Returns the record's position `(at, len)`.
-    pub(super) fn replace_token(
+    /// Replaces the record at `at` (same key): in place when the new one is as long (the usual
+    /// case: LSNs advance without gaining a digit), otherwise appended, the old one dead.
+    /// Returns where the record now starts.
+    pub(super) fn replace(
         &mut self,
-        table: &mut HashTable<Slot>,
-        slot: &Slot,
+        table: &mut Table,
+        at: u32,
         record: &Encoded<'_>,
-        token: &str,
-    ) -> Result<(u32, u32), StoreError> {
-        if record.len() == slot.len {
-            let start = self.view(slot).token_start();
-            let span = Self::span(slot);
-            if let Some(old) = self
+    ) -> Result<u32, StoreError> {
+        let old_len = self.view(at).len();
+        if old_len == record.len() {
+            let start = at as usize;
+            if let Some(out) = self
                 .map
                 .as_deref_mut()
-                .and_then(|m| m.get_mut(span.start + start..span.end))
-                && old.len() == token.len()
+                .and_then(|m| m.get_mut(start..start + old_len))
             {
-                old.copy_from_slice(token.as_bytes());
-                return Ok((slot.at, slot.len));
+                record.write_to(out);
+                return Ok(at);
             }
         }
-        let position = self.append(table, record)?;
-        self.forget(slot);
-        Ok(position)
+        // If the append rebuilds the arena, the old record (still in the table) is copied too;
+        // either way its `old_len` bytes are dead once the table points at the new one.
+        let new_at = self.append(table, record)?;
+        self.dead += old_len;
+        Ok(new_at)
     }
 
     /// After a sweep: when at least half of the written bytes are dead, copies the live records
     /// into a map twice their size (none when nothing is live), giving the rest back.
-    pub(super) fn compact_if_sparse(&mut self, table: &mut HashTable<Slot>) -> io::Result<()> {
+    pub(super) fn compact_if_sparse(&mut self, table: &mut Table) -> io::Result<()> {
         if self.dead == 0 || self.dead < self.live() {
             return Ok(());
         }
@@ -147,38 +151,38 @@ impl Arena {
     }
 
     /// Copies every record `table` points to into a new map of `capacity` bytes (no map when
-    /// 0), in table order, and points the slots at the copies. On error nothing changed.
-    fn rebuild(&mut self, table: &mut HashTable<Slot>, capacity: usize) -> io::Result<()> {
-        let total: usize = table.iter().map(|s| s.len as usize).sum();
-        let broken = || io::Error::other("arena and table disagree");
+    /// 0), in table order, and points the table at the copies. On error nothing changed.
+    fn rebuild(&mut self, table: &mut Table, capacity: usize) -> io::Result<()> {
+        let old = self.bytes();
+        let mut total = 0usize;
+        for at in table.iter() {
+            match record(old, *at).len() {
+                0 => return Err(io::Error::other("arena and table disagree")),
+                len => total += len,
+            }
+        }
         if total > capacity || u32::try_from(capacity).is_err() {
             return Err(io::Error::other("shard over 4 GiB"));
-        }
-        let old = self.map.as_deref().unwrap_or_default();
-        if table.iter().any(|s| old.get(Self::span(s)).is_none()) {
-            return Err(broken());
         }
         let mut fresh = if capacity == 0 {
             None
         } else {
             Some(map(capacity)?)
         };
-        let mut at = 0usize;
+        let mut used = 0usize;
         if let Some(new) = fresh.as_deref_mut() {
-            for slot in table.iter_mut() {
-                let len = slot.len as usize;
-                if let (Some(src), Some(dst)) =
-                    (old.get(Self::span(slot)), new.get_mut(at..at + len))
-                {
+            for at in table.iter_mut() {
+                let src = record(old, *at);
+                if let Some(dst) = new.get_mut(used..used + src.len()) {
                     dst.copy_from_slice(src);
                 }
-                // Checked above: `at` stays under `capacity`, which fits a u32.
-                slot.at = at as u32;
-                at += len;
+                // Checked above: `used` stays under `capacity`, which fits a u32.
+                *at = used as u32;
+                used += src.len();
             }
         }
         self.map = fresh;
-        self.used = at;
+        self.used = used;
         self.dead = 0;
         Ok(())
     }
@@ -190,69 +194,55 @@ mod tests {
     use super::*;
     use crate::storage::StoreKey;
 
-    fn put(arena: &mut Arena, table: &mut HashTable<Slot>, i: u32, token: &str) -> Slot {
-        let key = StoreKey::new("s", format!("k{i}"));
-        let (at, len) = arena
-            .append(table, &Encoded::new(&key, token).unwrap())
-            .unwrap();
-        let slot = Slot {
-            at,
-            len,
-            expires: 0,
-            tag: i,
-        };
-        table.insert_unique(u64::from(i), slot, |s| u64::from(s.tag));
-        slot
+    fn key(i: u32) -> StoreKey {
+        StoreKey::new("s", format!("k{i}"))
     }
 
-    fn token_of(arena: &Arena, table: &HashTable<Slot>, i: u32) -> String {
-        let slot = table.find(u64::from(i), |s| s.tag == i).unwrap();
-        assert!(
-            arena
-                .view(slot)
-                .is_for(&StoreKey::new("s", format!("k{i}")))
-        );
-        arena.view(slot).token().unwrap().to_string()
+    fn find(arena: &Arena, table: &Table, i: u32) -> u32 {
+        *table
+            .find(u64::from(i), |at| arena.view(*at).tag() == i)
+            .unwrap()
+    }
+
+    fn token_of(arena: &Arena, table: &Table, i: u32) -> String {
+        let view = arena.view(find(arena, table, i));
+        assert!(view.is_for(&key(i)));
+        view.token().unwrap().to_string()
     }
 
     #[test]
     fn records_survive_growth_replacement_and_compaction() {
-        let (mut arena, mut table) = (Arena::default(), HashTable::new());
-        for i in 0..1_000 {
-            put(&mut arena, &mut table, i, &format!("0:1#{}", 1_000 + i));
+        let (mut arena, mut table) = (Arena::default(), Table::new());
+        for i in 0..1_000u32 {
+            let (k, token) = (key(i), format!("0:1#{}", 1_000 + i));
+            let at = arena
+                .append(&mut table, &Encoded::new(&k, &token, 0, i).unwrap())
+                .unwrap();
+            table.insert_unique(u64::from(i), at, |a| u64::from(arena.view(*a).tag()));
         }
         assert!(arena.capacity() >= arena.live() && arena.dead == 0);
         // Same length: in place. Longer: a new record, the old one dead.
-        let slot = *table.find(7, |s| s.tag == 7).unwrap();
-        let key = StoreKey::new("s", "k7");
+        let (k7, at) = (key(7), find(&arena, &table, 7));
         let same = arena
-            .replace_token(
+            .replace(
                 &mut table,
-                &slot,
-                &Encoded::new(&key, "0:1#9999").unwrap(),
-                "0:1#9999",
+                at,
+                &Encoded::new(&k7, "0:1#9999", 5, 7).unwrap(),
             )
             .unwrap();
-        assert_eq!(same, (slot.at, slot.len));
-        assert_eq!(arena.dead, 0);
+        assert_eq!((same, arena.dead), (at, 0));
+        assert_eq!(arena.view(at).expires(), 5);
         let longer = "0:1#10000,1:2#5";
         let moved = arena
-            .replace_token(
-                &mut table,
-                &slot,
-                &Encoded::new(&key, longer).unwrap(),
-                longer,
-            )
+            .replace(&mut table, at, &Encoded::new(&k7, longer, 5, 7).unwrap())
             .unwrap();
-        let s = table.find_mut(7, |s| s.tag == 7).unwrap();
-        (s.at, s.len) = moved;
-        assert_eq!(arena.dead, slot.len as usize);
+        *table.find_mut(7, |a| *a == at).unwrap() = moved;
+        assert_eq!(arena.dead, 20 + 3 + "0:1#9999".len());
         assert_eq!(token_of(&arena, &table, 7), longer);
         // Remove most records: the sweeper's compaction keeps the rest, in a smaller map.
         let before = arena.capacity();
-        for removed in table.extract_if(|s| s.tag >= 10) {
-            arena.forget(&removed);
-        }
+        let gone: Vec<u32> = table.extract_if(|a| arena.view(*a).tag() >= 10).collect();
+        gone.into_iter().for_each(|at| arena.forget(at));
         arena.compact_if_sparse(&mut table).unwrap();
         assert!(
             arena.capacity() < before / 4,
@@ -265,9 +255,8 @@ mod tests {
         }
         assert_eq!(token_of(&arena, &table, 7), longer);
         // Nothing live: no map at all.
-        for removed in table.extract_if(|_| true) {
-            arena.forget(&removed);
-        }
+        let gone: Vec<u32> = table.extract_if(|_| true).collect();
+        gone.into_iter().for_each(|at| arena.forget(at));
         arena.compact_if_sparse(&mut table).unwrap();
         assert_eq!(arena.capacity(), 0);
     }

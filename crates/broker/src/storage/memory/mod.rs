@@ -7,8 +7,8 @@
 //! How it keeps its guarantees in little memory (docs/operations.md has the measured figures):
 //! - keys are spread over shards ([`shards`]), each behind a short-held mutex, so a put's
 //!   read-merge-write is atomic per key without serialising unrelated keys;
-//! - a key is one compact record ([`record`]): scope, key and canonical token text packed in
-//!   the shard's memory map ([`arena`]), its position, expiry and hash tag in a 16-byte slot;
+//! - a key is one compact record ([`record`]): expiry, hash tag, scope, key and canonical token
+//!   text packed in the shard's memory map ([`arena`]); the table holds where it starts;
 //! - expired keys are invisible at once (every read checks the expiry) and removed by a
 //!   background sweeper ([`sweeper`]) in small chunks, which shrinks tables and compacts arenas
 //!   that emptied, so the memory of keys nobody writes again goes back to the OS without
@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use session_token::SessionToken;
 use tokio::sync::watch;
 
-use self::record::{Encoded, Slot};
+use self::record::Encoded;
 use self::shards::{Place, Shard, Shards, rehash, table_hash};
 use super::discard::{self, Discarded};
 use super::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
@@ -81,53 +81,36 @@ fn within_segment_limit(token: &SessionToken, params: PutParams) -> Result<(), S
     Ok(())
 }
 
-/// The bucket index and slot of `key` in a locked shard.
-fn find(shard: &Shard, place: Place, key: &StoreKey) -> Option<(usize, Slot)> {
-    let index = shard.table.find_bucket_index(table_hash(place.tag), |s| {
-        s.tag == place.tag && shard.arena.view(s).is_for(key)
+/// The bucket index of `key` in a locked shard, and where its record starts.
+fn find(shard: &Shard, place: Place, key: &StoreKey) -> Option<(usize, u32)> {
+    let index = shard.table.find_bucket_index(table_hash(place.tag), |at| {
+        let record = shard.arena.view(*at);
+        record.tag() == place.tag && record.is_for(key)
     })?;
     Some((index, *shard.table.get_bucket(index)?))
 }
 
-/// Removes the slot at `index` of a locked shard; its record's bytes are dead.
-fn remove(shard: &mut Shard, index: usize) -> bool {
-    match shard.table.get_bucket_entry(index) {
-        Ok(entry) => {
-            let (slot, _) = entry.remove();
-            shard.arena.forget(&slot);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 impl MemoryStore {
-    /// Removes an expired slot met by a request (the sweeper would, a little later).
-    fn remove_expired(&self, shard: &mut Shard, index: usize) {
-        if remove(shard, index) {
+    /// Removes the record at bucket `index` of a locked shard.
+    fn remove(&self, shard: &mut Shard, index: usize) {
+        if let Ok(entry) = shard.table.get_bucket_entry(index) {
+            let (at, _) = entry.remove();
+            shard.arena.forget(at);
             self.shards.release(1);
         }
     }
 
-    /// Writes `token` as the record of the existing slot at `index`, with a new expiry.
+    /// Writes a new record for the key at bucket `index` of a locked shard.
     fn rewrite(
         shard: &mut Shard,
         index: usize,
-        slot: Slot,
-        key: &StoreKey,
-        token: &str,
-        expires: u32,
+        at: u32,
+        record: &Encoded<'_>,
     ) -> Result<(), StoreError> {
-        let record = Encoded::new(key, token)?;
         let Shard { table, arena } = shard;
-        let (at, len) = arena.replace_token(table, &slot, &record, token)?;
-        if let Some(s) = table.get_bucket_mut(index) {
-            *s = Slot {
-                at,
-                len,
-                expires,
-                ..slot
-            };
+        let moved = arena.replace(table, at, record)?;
+        if let Some(slot) = table.get_bucket_mut(index) {
+            *slot = moved;
         }
         Ok(())
     }
@@ -146,20 +129,27 @@ impl TokenStore for MemoryStore {
         let expires = self.shards.expiry(params.ttl);
         let mut guard = self.shards.lock(place.shard);
         let shard = &mut *guard;
-        if let Some((index, slot)) = find(shard, place, key) {
+        if let Some((index, at)) = find(shard, place, key) {
+            let stored = shard.arena.view(at);
             // An expired record is replaced as if absent: its token does not come back.
-            let merged = if slot.is_expired(now) {
+            let merged = if stored.is_expired(now) {
                 token.clone()
             } else {
-                shard.arena.view(&slot).token()?.merge(token)?
+                stored.token()?.merge(token)?
             };
             within_segment_limit(&merged, params)?;
-            Self::rewrite(shard, index, slot, key, &merged.to_string(), expires)?;
+            let text = merged.to_string();
+            Self::rewrite(
+                shard,
+                index,
+                at,
+                &Encoded::new(key, &text, expires, place.tag)?,
+            )?;
             return Ok(merged);
         }
         within_segment_limit(token, params)?;
         let text = token.to_string();
-        let record = Encoded::new(key, &text)?;
+        let record = Encoded::new(key, &text, expires, place.tag)?;
         if !self.shards.reserve() {
             self.shards.purge(shard);
             if !self.shards.reserve() {
@@ -168,22 +158,15 @@ impl TokenStore for MemoryStore {
                 });
             }
         }
-        let (at, len) = match shard.arena.append(&mut shard.table, &record) {
-            Ok(position) => position,
+        let Shard { table, arena } = shard;
+        let at = match arena.append(table, &record) {
+            Ok(at) => at,
             Err(e) => {
                 self.shards.release(1);
                 return Err(e);
             }
         };
-        let slot = Slot {
-            at,
-            len,
-            expires,
-            tag: place.tag,
-        };
-        shard
-            .table
-            .insert_unique(table_hash(place.tag), slot, rehash);
+        table.insert_unique(table_hash(place.tag), at, rehash(arena));
         Ok(token.clone())
     }
 
@@ -192,11 +175,12 @@ impl TokenStore for MemoryStore {
         let now = self.shards.now();
         let mut guard = self.shards.lock(place.shard);
         let token = match find(&guard, place, key) {
-            Some((index, slot)) if slot.is_expired(now) => {
-                self.remove_expired(&mut guard, index);
+            // Met by a request before the sweeper came by: removed now.
+            Some((index, at)) if guard.arena.view(at).is_expired(now) => {
+                self.remove(&mut guard, index);
                 None
             }
-            Some((_, slot)) => Some(guard.arena.view(&slot).token()?),
+            Some((_, at)) => Some(guard.arena.view(at).token()?),
             None => None,
         };
         Ok(Lookup {
@@ -213,29 +197,28 @@ impl TokenStore for MemoryStore {
         let place = self.shards.place(key);
         let now = self.shards.now();
         let mut guard = self.shards.lock(place.shard);
-        let Some((index, slot)) = find(&guard, place, key) else {
+        let Some((index, at)) = find(&guard, place, key) else {
             return Ok(Discarded::default());
         };
-        if slot.is_expired(now) {
-            self.remove_expired(&mut guard, index);
+        let stored = guard.arena.view(at);
+        if stored.is_expired(now) {
+            self.remove(&mut guard, index);
             return Ok(Discarded::default());
         }
-        let discarded = discard::apply(&guard.arena.view(&slot).token()?, failed);
+        let (expires, tag) = (stored.expires(), stored.tag());
+        let discarded = discard::apply(&stored.token()?, failed);
         match &discarded.remaining {
             // The TTL stays as it is.
-            Some(remaining) => Self::rewrite(
-                &mut guard,
-                index,
-                slot,
-                key,
-                &remaining.to_string(),
-                slot.expires,
-            )?,
-            None => {
-                if remove(&mut guard, index) {
-                    self.shards.release(1);
-                }
+            Some(remaining) => {
+                let text = remaining.to_string();
+                Self::rewrite(
+                    &mut guard,
+                    index,
+                    at,
+                    &Encoded::new(key, &text, expires, tag)?,
+                )?;
             }
+            None => self.remove(&mut guard, index),
         }
         Ok(discarded)
     }

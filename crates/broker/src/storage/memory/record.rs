@@ -1,4 +1,4 @@
-//! One stored key, compactly: its bytes in the shard's arena, its 16-byte slot in the table.
+//! One stored key, compactly: a run of bytes in its shard's arena, and where it starts.
 //!
 //! Why not a `StoreKey` and a `SessionToken`: two `String`s and a `BTreeMap` of `BTreeMap`s cost
 //! about 1,500 bytes of heap for a two-range, two-region token (one B-tree node per map, one
@@ -9,41 +9,29 @@
 //! is parsed again when it is read or merged, which is what the Redis stores do with every
 //! value too.
 //!
-//! Record bytes: scope length and key length (each a little-endian `u32`), the scope, the key,
-//! then the token. The slot holds where the record is, its expiry (seconds on the store's
-//! clock) and 32 bits of the key's hash, so that growing or shrinking the table and sweeping it
-//! never read the records.
+//! Record bytes: its length, expiry (seconds on the store's clock), 32 bits of the key's hash,
+//! scope length and key length (each a little-endian `u32`), the scope, the key, then the
+//! token. The table holds only where each record starts (4 bytes and a control byte a slot):
+//! everything else, the sweeper's expiry check and the hash a growing table needs included, is
+//! read from the record, in the shard's arena of a few tens of kilobytes.
 
 use session_token::SessionToken;
 
 use crate::storage::{StoreError, StoreKey};
 
-const HEADER: usize = 8;
-
-/// A key's slot in its shard's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Slot {
-    /// Where the record starts in the arena, and its length.
-    pub(super) at: u32,
-    pub(super) len: u32,
-    /// The first second (on the store's clock) at which the record is expired.
-    pub(super) expires: u32,
-    /// The low 32 bits of the key's hash (see `shards::table_hash`).
-    pub(super) tag: u32,
-}
-
-impl Slot {
-    pub(super) fn is_expired(&self, now: u32) -> bool {
-        now >= self.expires
-    }
-}
+const LEN: usize = 0;
+const EXPIRES: usize = 4;
+const TAG: usize = 8;
+const SCOPE_LEN: usize = 12;
+const KEY_LEN: usize = 16;
+const HEADER: usize = 20;
 
 fn len_u32(len: usize) -> Result<u32, StoreError> {
     u32::try_from(len)
         .map_err(|_| StoreError::Unavailable("a key too long for the in-memory store".into()))
 }
 
-/// A record about to be written: its parts, in order.
+/// A record about to be written: its header, then its parts, in order.
 pub(super) struct Encoded<'a> {
     header: [u8; HEADER],
     parts: [&'a [u8]; 3],
@@ -51,12 +39,24 @@ pub(super) struct Encoded<'a> {
 }
 
 impl<'a> Encoded<'a> {
-    pub(super) fn new(key: &'a StoreKey, token: &'a str) -> Result<Self, StoreError> {
+    pub(super) fn new(
+        key: &'a StoreKey,
+        token: &'a str,
+        expires: u32,
+        tag: u32,
+    ) -> Result<Self, StoreError> {
         let (scope, k) = (key.scope.as_bytes(), key.key.as_bytes());
-        let mut header = [0u8; HEADER];
-        header[..4].copy_from_slice(&len_u32(scope.len())?.to_le_bytes());
-        header[4..].copy_from_slice(&len_u32(k.len())?.to_le_bytes());
         let len = len_u32(HEADER + scope.len() + k.len() + token.len())?;
+        let mut header = [0u8; HEADER];
+        for (at, value) in [
+            (LEN, len),
+            (EXPIRES, expires),
+            (TAG, tag),
+            (SCOPE_LEN, len_u32(scope.len())?),
+            (KEY_LEN, len_u32(k.len())?),
+        ] {
+            header[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        }
         Ok(Self {
             header,
             parts: [scope, k, token.as_bytes()],
@@ -64,8 +64,8 @@ impl<'a> Encoded<'a> {
         })
     }
 
-    pub(super) fn len(&self) -> u32 {
-        self.len
+    pub(super) fn len(&self) -> usize {
+        self.len as usize
     }
 
     /// Writes the record into `out`, which is exactly `len()` bytes long.
@@ -80,36 +80,54 @@ impl<'a> Encoded<'a> {
     }
 }
 
-/// A record read from the arena.
+/// Reads the little-endian `u32` at `at` of `bytes` (0 past the end).
+pub(super) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut le = [0u8; 4];
+    if let Some(b) = bytes.get(at..at + 4) {
+        le.copy_from_slice(b);
+    }
+    u32::from_le_bytes(le)
+}
+
+/// A record read from the arena (empty when the offset was wrong: it then matches no key).
 pub(super) struct View<'a>(pub(super) &'a [u8]);
 
 impl View<'_> {
     fn word(&self, at: usize) -> usize {
-        let mut le = [0u8; 4];
-        if let Some(b) = self.0.get(at..at + 4) {
-            le.copy_from_slice(b);
-        }
-        u32::from_le_bytes(le) as usize
+        read_u32(self.0, at) as usize
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.word(LEN)
+    }
+
+    pub(super) fn expires(&self) -> u32 {
+        read_u32(self.0, EXPIRES)
+    }
+
+    pub(super) fn tag(&self) -> u32 {
+        read_u32(self.0, TAG)
+    }
+
+    /// True from the record's expiry second on.
+    pub(super) fn is_expired(&self, now: u32) -> bool {
+        now >= self.expires()
     }
 
     pub(super) fn is_for(&self, key: &StoreKey) -> bool {
-        let (scope, k) = (self.word(0), self.word(4));
+        let (scope, k) = (self.word(SCOPE_LEN), self.word(KEY_LEN));
         scope == key.scope.len()
             && k == key.key.len()
             && self.0.get(HEADER..HEADER + scope) == Some(key.scope.as_bytes())
             && self.0.get(HEADER + scope..HEADER + scope + k) == Some(key.key.as_bytes())
     }
 
-    /// Where the token starts within the record.
-    pub(super) fn token_start(&self) -> usize {
-        HEADER + self.word(0) + self.word(4)
-    }
-
     /// The stored token, parsed.
     pub(super) fn token(&self) -> Result<SessionToken, StoreError> {
+        let start = HEADER + self.word(SCOPE_LEN) + self.word(KEY_LEN);
         let text = self
             .0
-            .get(self.token_start()..)
+            .get(start..)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default();
         // Only canonical token text is ever written, so this cannot fail; a store that cannot
@@ -125,12 +143,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_names_its_key_and_holds_its_token() {
+    fn a_record_names_its_key_and_holds_its_token_and_expiry() {
         let key = StoreKey::new("acct/db/orders", "user-1");
         let token = "0:1#123456#0=123456#1=123450,1:1#654321#0=654321#1=654320";
-        let encoded = Encoded::new(&key, token).unwrap();
-        assert_eq!(encoded.len() as usize, 8 + 14 + 6 + token.len());
-        let mut bytes = vec![0u8; encoded.len() as usize];
+        let encoded = Encoded::new(&key, token, 7, 0xdead_beef).unwrap();
+        assert_eq!(encoded.len(), 20 + 14 + 6 + token.len());
+        let mut bytes = vec![0u8; encoded.len()];
         encoded.write_to(&mut bytes);
         let view = View(&bytes);
         assert!(view.is_for(&key));
@@ -139,6 +157,9 @@ mod tests {
         assert!(!view.is_for(&StoreKey::new("acct/db/orders", "user-")));
         assert!(!view.is_for(&StoreKey::new("acct/db/orders", "user-10")));
         assert_eq!(view.token().unwrap(), SessionToken::parse(token).unwrap());
-        assert_eq!(&bytes[view.token_start()..], token.as_bytes());
+        assert_eq!((view.len(), view.tag()), (bytes.len(), 0xdead_beef));
+        assert!(!view.is_expired(6) && view.is_expired(7));
+        // A wrong offset reads as an empty record: no key, no token.
+        assert!(!View(&[]).is_for(&key) && View(&[]).token().is_err());
     }
 }

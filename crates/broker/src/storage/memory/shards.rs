@@ -4,10 +4,10 @@
 //! Why shards of `hashbrown::HashTable`: a put's read-merge-write must be atomic per key, so each
 //! shard is one short-held mutex; many shards keep both contention and the work any one lock
 //! covers small (a table grows by rehashing under its lock, and a shard of about a thousand
-//! keys rehashes in microseconds). `HashTable` stores the 16-byte [`Slot`] itself, with no
-//! key/value split and no per-entry hasher call; each shard's records live in its own
-//! [`Arena`]. The table's bucket-index API lets the sweeper walk it a few hundred slots per lock
-//! acquisition and resume where it left.
+//! keys rehashes in microseconds). `HashTable` stores just a record's offset in the shard's
+//! [`Arena`] (4 bytes and hashbrown's control byte a slot) with no key/value split: comparing
+//! keys, checking expiry and rehashing read the record. Its bucket-index API lets the sweeper
+//! walk a table a few hundred slots per lock acquisition and resume where it left.
 //!
 //! Why a global count for `max_keys`: a per-shard bound refuses a key when one shard is full
 //! while the others are nearly empty (with many shards, far below the configured limit).
@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
-use super::arena::Arena;
-use super::record::Slot;
+use super::arena::{Arena, Table};
 use crate::storage::StoreKey;
 
 /// Table slots examined per lock acquisition by the sweeper.
@@ -45,10 +44,10 @@ impl Clock {
     }
 }
 
-/// One shard: a table of slots, and the arena holding their records.
+/// One shard: a table of record offsets, and the arena holding the records.
 #[derive(Default)]
 pub(super) struct Shard {
-    pub(super) table: HashTable<Slot>,
+    pub(super) table: Table,
     pub(super) arena: Arena,
 }
 
@@ -64,14 +63,15 @@ pub(super) struct Place {
     pub(super) tag: u32,
 }
 
-/// The hash a table sees for a slot: its tag spread over 64 bits (hashbrown takes the bucket
+/// The hash a table sees for a record: its tag spread over 64 bits (hashbrown takes the bucket
 /// from the low bits and a 7-bit filter from the top ones).
 pub(super) fn table_hash(tag: u32) -> u64 {
     u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-pub(super) fn rehash(slot: &Slot) -> u64 {
-    table_hash(slot.tag)
+/// The hasher a table needs when it grows or shrinks: the tag kept in each record.
+pub(super) fn rehash(arena: &Arena) -> impl Fn(&u32) -> u64 + '_ {
+    |at| table_hash(arena.view(*at).tag())
 }
 
 pub(super) struct Shards {
@@ -163,16 +163,16 @@ impl Shards {
         let mut removed = 0;
         for index in from..end {
             if let Ok(entry) = table.get_bucket_entry(index)
-                && entry.get().is_expired(now)
+                && arena.view(*entry.get()).is_expired(now)
             {
-                arena.forget(&entry.remove().0);
+                arena.forget(entry.remove().0);
                 removed += 1;
             }
         }
         let next = if end < table.num_buckets() {
             Some(end)
         } else {
-            shrink_if_sparse(table);
+            shrink_if_sparse(table, arena);
             if let Err(e) = arena.compact_if_sparse(table) {
                 tracing::warn!(error = %e, "in-memory store: cannot compact a shard");
             }
@@ -187,20 +187,22 @@ impl Shards {
     /// found the store full.
     pub(super) fn purge(&self, shard: &mut Shard) {
         let now = self.now();
-        let mut removed = 0;
-        for slot in shard.table.extract_if(|s| s.is_expired(now)) {
-            shard.arena.forget(&slot);
-            removed += 1;
+        let Shard { table, arena } = shard;
+        let expired: Vec<u32> = table
+            .extract_if(|at| arena.view(*at).is_expired(now))
+            .collect();
+        for at in &expired {
+            arena.forget(*at);
         }
-        self.release(removed);
+        self.release(expired.len());
     }
 }
 
 /// Shrinks a table less than a quarter full to twice its length (hysteresis: a table that
 /// refills does not regrow at once), giving an emptied one's memory back entirely.
-fn shrink_if_sparse(table: &mut HashTable<Slot>) {
+fn shrink_if_sparse(table: &mut Table, arena: &Arena) {
     let capacity = table.capacity();
     if capacity >= SHRINK_ABOVE && table.len() < capacity / 4 {
-        table.shrink_to(table.len() * 2, rehash);
+        table.shrink_to(table.len() * 2, rehash(arena));
     }
 }

@@ -74,7 +74,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::storage::StoreKey;
-    use crate::storage::memory::record::{Encoded, Slot};
+    use crate::storage::memory::record::Encoded;
     use crate::storage::memory::shards::{SWEEP_CHUNK, Shard, rehash, table_hash};
 
     #[test]
@@ -85,19 +85,12 @@ mod tests {
             let Shard { table, arena } = &mut *guard;
             for i in 0..2_000u32 {
                 let key = StoreKey::new("s", format!("k{i}"));
-                let (at, len) = arena
-                    .append(table, &Encoded::new(&key, "0:1#1").unwrap())
-                    .unwrap();
                 // Ten live records, the rest expired since second 0.
                 let expires = if i < 10 { u32::MAX } else { 0 };
+                let record = Encoded::new(&key, "0:1#1", expires, i).unwrap();
+                let at = arena.append(table, &record).unwrap();
                 assert!(shards.reserve());
-                let slot = Slot {
-                    at,
-                    len,
-                    expires,
-                    tag: i,
-                };
-                table.insert_unique(table_hash(i), slot, rehash);
+                table.insert_unique(table_hash(i), at, rehash(arena));
             }
         }
         let (slots, bytes) = {
@@ -124,8 +117,10 @@ mod tests {
         );
         for i in 0..10u32 {
             let key = StoreKey::new("s", format!("k{i}"));
-            let slot = shard.table.find(table_hash(i), |s| s.tag == i).unwrap();
-            assert!(shard.arena.view(slot).is_for(&key));
+            let at = shard
+                .table
+                .find(table_hash(i), |at| shard.arena.view(*at).tag() == i);
+            assert!(shard.arena.view(*at.unwrap()).is_for(&key));
         }
     }
 }
