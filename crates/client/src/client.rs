@@ -331,19 +331,19 @@ impl TokenBrokerClient {
                 tokio::time::timeout_at(deadline.into(), attempt(client, remaining)).await;
             match outcome {
                 Ok(Ok(response)) => {
-                    endpoint.breaker.record_success();
+                    endpoint.breaker.success();
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) if !is_endpoint_failure(status.code()) => {
                     // The broker answered: the endpoint works, the request was refused.
-                    endpoint.breaker.record_success();
+                    endpoint.breaker.success();
                     return Err(ClientError::Rejected {
                         code: status.code(),
                         message: status.message().to_owned(),
                     });
                 }
                 Ok(Err(status)) => {
-                    endpoint.breaker.record_failure(Instant::now());
+                    endpoint.breaker.failure(Instant::now());
                     bump(&inner.stats.attempt_failures);
                     // tonic enforces the grpc-timeout we set and may report the expiry itself
                     // (as CANCELLED "Timeout expired") just before our own timer fires.
@@ -361,7 +361,7 @@ impl TokenBrokerClient {
                     });
                 }
                 Err(_elapsed) => {
-                    endpoint.breaker.record_failure(Instant::now());
+                    endpoint.breaker.failure(Instant::now());
                     bump(&inner.stats.attempt_failures);
                     bump(&inner.stats.deadline_exceeded);
                     return Err(ClientError::DeadlineExceeded {

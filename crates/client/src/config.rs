@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use crate::breaker::BreakerConfig;
 use crate::discovery::Discovery;
+use breaker::BreakerConfig;
 
 /// How to reach the brokers and how long to wait for them.
 #[derive(Debug, Clone)]

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::breaker::{Breaker, BreakerConfig};
 use crate::config::ClientConfig;
 use crate::discovery::{Discovery, Resolver, Target};
 use crate::error::ClientError;
 use crate::stats::{StatCounters, bump};
+use breaker::{Admit, Breaker, BreakerConfig};
 
 pub(crate) struct BrokerEndpoint {
     pub(crate) url: String,
@@ -353,7 +353,7 @@ impl Endpoints {
         let again = in_turn().filter(|index| tried.contains(index));
         untried.chain(again).find(|&index| {
             list.get(index)
-                .is_some_and(|endpoint| endpoint.breaker.try_acquire(now))
+                .is_some_and(|endpoint| endpoint.breaker.admit(now) != Admit::No)
         })
     }
 }

@@ -37,7 +37,6 @@
 //! # Ok(()) }
 //! ```
 
-mod breaker;
 mod client;
 mod config;
 mod discovery;

@@ -55,7 +55,7 @@ impl RedisInstance {
     }
 
     async fn health_check_failed(&self, reason: &str) {
-        if self.breaker.trip() {
+        if self.breaker.trip(std::time::Instant::now()) {
             tracing::warn!(
                 redis = self.name(),
                 reason,

@@ -25,11 +25,11 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
-use super::breaker::{Admit, Breaker};
 use super::options::{RedisOptions, RedisUrl};
 use super::script::{BadReply, MERGE_SCRIPT};
 use super::tls;
 use crate::metrics::Histogram;
+use breaker::{Admit, Breaker, BreakerConfig};
 
 /// Which instance of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,7 +178,10 @@ impl RedisInstance {
             client_certificate: options.client_cert_file.is_some(),
             slots: (0..options.pool_size).map(|_| Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
-            breaker: Breaker::new(options.breaker_failures, options.breaker_open_for),
+            breaker: Breaker::new(BreakerConfig {
+                failure_threshold: options.breaker_failures,
+                open_for: options.breaker_open_for,
+            }),
             operation_timeout: options.operation_timeout,
             connect_timeout: options.connect_timeout,
             up: watch::Sender::new(false),
@@ -340,7 +343,7 @@ impl RedisInstance {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, InstanceError>>,
     {
-        if self.breaker.admit() == Admit::No {
+        if self.breaker.admit(Instant::now()) == Admit::No {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Err(InstanceError::BreakerOpen(self.name()));
         }
@@ -375,7 +378,7 @@ impl RedisInstance {
                 if matches!(e, InstanceError::Timeout(..) | InstanceError::Redis(..)) {
                     self.invalidate(index).await;
                 }
-                if self.breaker.failure() {
+                if self.breaker.failure(Instant::now()) {
                     tracing::warn!(redis = self.name(), error = %e, "circuit breaker OPEN: skipping this instance");
                     self.mark(false, "circuit breaker opened");
                     self.reset_slots().await;

@@ -5,15 +5,15 @@
 //! Module map, one job each:
 //! - settings and layout: `options` (settings, redacted URLs), `tls` (the CA and client
 //!   certificate files of `rediss://`), `keys` (the versioned key layout);
-//! - one instance: `instance` (connections, deadlines, breaker, spans), `commands` (what the
+//! - one instance: `instance` (connections, deadlines, the breaker of the shared
+//!   `tokenbroker-breaker` crate, spans), `commands` (what the
 //!   broker sends: batched reads, scripts, TTLs), `health` (pings, up/down, restarts),
-//!   `breaker`, `script` (the Lua scripts and the merge's replies), `put` and `discard` (the
+//!   `script` (the Lua scripts and the merge's replies), `put` and `discard` (the
 //!   compare-and-set steps of PutToken and DiscardToken);
 //! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state and
 //!   counters), `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the
 //!   `primary` read mode's window), `samples` (metrics).
 
-mod breaker;
 mod commands;
 mod copy_queue;
 mod discard;

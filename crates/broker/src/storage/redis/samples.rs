@@ -5,9 +5,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::breaker::BREAKER_STATES;
 use super::dual::DualRedisStore;
 use crate::metrics::Sample;
+use breaker::STATES as BREAKER_STATES;
 
 impl DualRedisStore {
     /// The pair's and its instances' metrics, read at scrape time.
