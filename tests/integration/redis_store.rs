@@ -1,92 +1,148 @@
-//! The store behaviour suite against real Redis (primary only, and a primary/fallback pair),
-//! plus what only Redis has: the key layout, TTLs, NOSCRIPT, authentication.
+//! The store behaviour suite against real Redis, stamped for every variant (one instance; a pair
+//! reading both or the primary; `rediss://`), as it is for the in-memory store
+//! (crates/broker/tests/memory_store.rs); plus what only Redis has: the key layout, TTLs,
+//! NOSCRIPT, authentication, compare-and-set races, command errors.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker::storage::behaviour;
-use broker::storage::redis::{DualRedisStore, RedisOptions, RedisUrl};
+use broker::storage::redis::{DualRedisStore, ReadMode, RedisOptions, RedisUrl};
 use broker::{PutParams, SessionToken, StoreKey, TokenStore};
 use redis::Commands;
 
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, ready_store, redis_options, wait_for};
 
+/// The store variants the behaviour suite runs against.
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    /// One instance, no fallback.
+    PrimaryOnly,
+    /// A primary and a fallback, reads merging both (the default).
+    PairMergeReads,
+    /// A primary and a fallback, reads from the primary (`redis.read_mode = "primary"`).
+    PairPrimaryReads,
+    /// One instance over TLS only (`rediss://`, verified against `redis.ca_file`).
+    Tls,
+}
+
+/// A store of `variant` on its own redis-server processes, ready.
+struct Fixture {
+    store: DualRedisStore,
+    _servers: Vec<RedisServer>,
+    _certificates: Option<tempfile::TempDir>,
+}
+
+async fn fixture(variant: Variant) -> Fixture {
+    // The behaviour checks are not fault tests: a generous deadline keeps 64 concurrent
+    // callers on a loaded 2-core machine from timing out.
+    let generous = |options: RedisOptions| RedisOptions {
+        operation_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ..options
+    };
+    let (options, servers, certificates) = match variant {
+        Variant::PrimaryOnly => {
+            let primary = RedisServer::start();
+            (redis_options(&primary, None), vec![primary], None)
+        }
+        Variant::PairMergeReads | Variant::PairPrimaryReads => {
+            let (primary, fallback) = (RedisServer::start(), RedisServer::start());
+            let mut options = redis_options(&primary, Some(&fallback));
+            if matches!(variant, Variant::PairPrimaryReads) {
+                options.read_mode = ReadMode::Primary;
+            }
+            (options, vec![primary, fallback], None)
+        }
+        Variant::Tls => {
+            let dir = tempfile::tempdir().unwrap();
+            crate::support::redis::write_test_certificates(dir.path());
+            let server = RedisServer::start_tls(dir.path());
+            let options = RedisOptions {
+                primary_url: Some(
+                    RedisUrl::parse(&format!("rediss://localhost:{}", server.port())).unwrap(),
+                ),
+                ca_file: Some(dir.path().join("ca.pem")),
+                ..redis_options(&server, None)
+            };
+            (options, vec![server], Some(dir))
+        }
+    };
+    Fixture {
+        store: ready_store(&generous(options)).await,
+        _servers: servers,
+        _certificates: certificates,
+    }
+}
+
+/// Stamps the whole behaviour suite (`broker::storage::behaviour`) for one store variant.
 macro_rules! suite_against {
-    ($module:ident, with_fallback = $fallback:expr) => {
+    ($module:ident, $variant:expr) => {
         mod $module {
             use super::*;
 
-            async fn store() -> (DualRedisStore, RedisServer, Option<RedisServer>) {
-                let primary = RedisServer::start();
-                let fallback = $fallback.then(RedisServer::start);
-                // The behaviour checks are not fault tests: a generous deadline keeps 64
-                // concurrent callers on a loaded 2-core machine from timing out.
-                let options = RedisOptions {
-                    operation_timeout: Duration::from_secs(2),
-                    connect_timeout: Duration::from_secs(2),
-                    ..redis_options(&primary, fallback.as_ref())
-                };
-                let store = ready_store(&options).await;
-                (store, primary, fallback)
-            }
-
             #[tokio::test]
             async fn put_then_get_returns_canonical_token() {
-                let (s, _p, _f) = store().await;
-                behaviour::put_then_get_returns_canonical_token(&s).await;
+                let f = fixture($variant).await;
+                behaviour::put_then_get_returns_canonical_token(&f.store).await;
             }
             #[tokio::test]
             async fn stored_token_never_goes_backwards() {
-                let (s, _p, _f) = store().await;
-                behaviour::stored_token_never_goes_backwards(&s).await;
+                let f = fixture($variant).await;
+                behaviour::stored_token_never_goes_backwards(&f.store).await;
             }
             #[tokio::test]
             async fn lsns_above_2_pow_53_keep_every_digit() {
-                let (s, _p, _f) = store().await;
-                behaviour::lsns_above_2_pow_53_keep_every_digit(&s).await;
+                let f = fixture($variant).await;
+                behaviour::lsns_above_2_pow_53_keep_every_digit(&f.store).await;
             }
             #[tokio::test]
             async fn conflicting_put_leaves_stored_token_unchanged() {
-                let (s, _p, _f) = store().await;
-                behaviour::conflicting_put_leaves_stored_token_unchanged(&s).await;
+                let f = fixture($variant).await;
+                behaviour::conflicting_put_leaves_stored_token_unchanged(&f.store).await;
             }
             #[tokio::test]
             async fn segment_limit_applies_to_the_merged_token() {
-                let (s, _p, _f) = store().await;
-                behaviour::segment_limit_applies_to_the_merged_token(&s).await;
+                let f = fixture($variant).await;
+                behaviour::segment_limit_applies_to_the_merged_token(&f.store).await;
             }
             #[tokio::test]
             async fn keys_and_scopes_do_not_collide() {
-                let (s, _p, _f) = store().await;
-                behaviour::keys_and_scopes_do_not_collide(&s).await;
+                let f = fixture($variant).await;
+                behaviour::keys_and_scopes_do_not_collide(&f.store).await;
             }
             #[tokio::test]
             async fn ttl_expires_and_every_put_refreshes_it() {
-                let (s, _p, _f) = store().await;
-                behaviour::ttl_expires_and_every_put_refreshes_it(&s).await;
+                let f = fixture($variant).await;
+                behaviour::ttl_expires_and_every_put_refreshes_it(&f.store).await;
             }
             #[tokio::test]
             async fn discard_removes_segments_at_or_ahead_of_the_failed_token() {
-                let (s, _p, _f) = store().await;
-                behaviour::discard_removes_segments_at_or_ahead_of_the_failed_token(&s).await;
+                let f = fixture($variant).await;
+                behaviour::discard_removes_segments_at_or_ahead_of_the_failed_token(&f.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn discards_racing_with_puts_lose_no_put() {
-                let (s, _p, _f) = store().await;
-                behaviour::discards_racing_with_puts_lose_no_put(Arc::new(s)).await;
+                let f = fixture($variant).await;
+                behaviour::discards_racing_with_puts_lose_no_put(Arc::new(f.store)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_puts_lose_nothing() {
-                let (s, _p, _f) = store().await;
-                behaviour::concurrent_puts_lose_nothing(Arc::new(s), 64, 25).await;
+                let f = fixture($variant).await;
+                behaviour::concurrent_puts_lose_nothing(Arc::new(f.store), 64, 25).await;
             }
         }
     };
 }
 
-suite_against!(primary_only, with_fallback = false);
-suite_against!(primary_and_fallback, with_fallback = true);
+suite_against!(primary_only, Variant::PrimaryOnly);
+suite_against!(primary_and_fallback, Variant::PairMergeReads);
+suite_against!(
+    primary_and_fallback_primary_reads,
+    Variant::PairPrimaryReads
+);
+suite_against!(rediss, Variant::Tls);
 
 fn t(s: &str) -> SessionToken {
     SessionToken::parse(s).unwrap()
