@@ -9,6 +9,8 @@
 //! reports (its caller gave up) does not wedge the breaker: after another `open_for` the next
 //! call is admitted as a new probe. Time is passed in, so tests need no clock.
 
+#![warn(missing_docs)]
+
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,9 +52,11 @@ enum State {
 /// What the breaker decided about a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
+    /// The breaker is closed: make the call, then report its outcome.
     Yes,
     /// Yes, as the one probe of a half-open breaker.
     Probe,
+    /// The breaker is open, or half-open with a probe in flight: skip the remote.
     No,
 }
 
@@ -64,6 +68,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker. A `failure_threshold` of 0 is taken as 1.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config: BreakerConfig {

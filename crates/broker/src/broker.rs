@@ -59,7 +59,12 @@ impl From<StoreError> for BrokerError {
 /// The answer of a GetToken.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GetResult {
+    /// The stored token, restricted to the requested ranges when some were named; `None` when
+    /// nothing is stored under the key (or none of the requested ranges), or when the store could
+    /// not be read.
     pub token: Option<SessionToken>,
+    /// True when part or all of the store could not be consulted, so the token may be behind
+    /// or missing. Counted in `tokenbroker_degraded_gets_total`.
     pub degraded: bool,
 }
 
@@ -73,6 +78,8 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker over `store`. `limits` are taken as given (check them with
+    /// [`Limits::validate`] first); `options.ttl` applies to every put.
     pub fn new(store: Arc<dyn TokenStore>, limits: Limits, options: PutOptions) -> Self {
         Self {
             store,
@@ -93,10 +100,12 @@ impl Broker {
         out
     }
 
+    /// The store the broker reads and writes, for health checks and start-up logs.
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         &self.store
     }
 
+    /// The request size limits the broker enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -5,6 +5,8 @@
 //! failed read is a degraded miss, not an error") are the product; the gRPC server only maps
 //! them onto the wire, and the same rules are tested against every store.
 
+#![warn(missing_docs)]
+
 mod broker;
 mod limits;
 pub mod metrics;

@@ -39,7 +39,10 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct InvalidArgument {
+    /// The request field at fault, as named in the proto (`scope`, `session_token`), with an
+    /// index for a repeated field (`session_tokens[2]`).
     pub field: String,
+    /// What is wrong with it, as a phrase that follows the field name (`is required`).
     pub reason: String,
 }
 
@@ -85,10 +88,12 @@ impl Limits {
         Ok(())
     }
 
+    /// Validates a `scope` field: present, at most `max_scope_bytes`, no control characters.
     pub fn scope(&self, value: &str) -> Result<(), InvalidArgument> {
         self.name("scope", value, self.max_scope_bytes)
     }
 
+    /// Validates a `key` field: present, at most `max_key_bytes`, no control characters.
     pub fn key(&self, value: &str) -> Result<(), InvalidArgument> {
         self.name("key", value, self.max_key_bytes)
     }

@@ -26,6 +26,8 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Records one latency: the first bucket whose bound is at least `elapsed`, or +Inf past
+    /// 1 s. The sum is kept in whole microseconds (saturating).
     pub fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let bucket = LATENCY_BUCKETS
@@ -40,6 +42,7 @@ impl Histogram {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Latencies recorded so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -68,7 +71,9 @@ impl Histogram {
 /// A histogram's values at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
+    /// Latencies recorded (equal to the +Inf bucket).
     pub count: u64,
+    /// Sum of the recorded latencies, in seconds (microsecond resolution).
     pub sum_seconds: f64,
     /// Cumulative counts for each bound of [`LATENCY_BUCKETS`], then +Inf.
     pub cumulative: Vec<u64>,
@@ -77,17 +82,25 @@ pub struct HistogramSnapshot {
 /// Counter, gauge or histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A monotonic total since start (Prometheus `counter`).
     Counter,
+    /// A current value that goes up and down (Prometheus `gauge`).
     Gauge,
+    /// A latency distribution over [`LATENCY_BUCKETS`] (Prometheus `histogram`).
     Histogram,
 }
 
 /// One metric value with its labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// Metric name, with the `tokenbroker_` prefix (`tokenbroker_degraded_gets_total`).
     pub name: &'static str,
+    /// One-line description, published as the Prometheus `# HELP` text.
     pub help: &'static str,
+    /// How the value is published.
     pub kind: Kind,
+    /// Label names and values, in the order added; values are bounded (instance roles, fixed
+    /// names), never a scope or a key.
     pub labels: Vec<(&'static str, String)>,
     /// The value of a counter or gauge; a histogram's count.
     pub value: f64,
@@ -96,6 +109,7 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A counter sample with no labels.
     pub fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
         Self {
             name,
@@ -107,6 +121,7 @@ impl Sample {
         }
     }
 
+    /// A gauge sample with no labels.
     pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
         Self {
             name,
@@ -118,6 +133,7 @@ impl Sample {
         }
     }
 
+    /// A histogram sample with no labels, from a snapshot of `histogram` taken now.
     pub fn histogram(name: &'static str, help: &'static str, histogram: &Histogram) -> Self {
         let snapshot = histogram.snapshot();
         Self {
@@ -130,6 +146,7 @@ impl Sample {
         }
     }
 
+    /// Adds a label (builder style).
     pub fn label(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.labels.push((key, value.into()));
         self

@@ -116,6 +116,8 @@ impl BrokeredContainer {
         self.generations.current().scope.clone()
     }
 
+    /// How the wrapper chooses the broker key of an operation ([`KeyStrategy::PartitionKey`]
+    /// unless set with [`Self::with_key_strategy`] or [`Self::for_session`]).
     pub fn key_strategy(&self) -> &KeyStrategy {
         &self.strategy
     }

@@ -27,14 +27,22 @@ pub enum ResolveError {
     /// The SDK could not build the container client or read the container's properties.
     #[error("cannot resolve container {database}/{container}: {source}")]
     Sdk {
+        /// The database name as given.
         database: String,
+        /// The container name as given.
         container: String,
+        /// The SDK's error.
         #[source]
         source: azure_data_cosmos::CosmosError,
     },
     /// The container's properties carry no resource id (`_rid`).
     #[error("container {database}/{container}: its properties carry no resource id (_rid)")]
-    NoResourceId { database: String, container: String },
+    NoResourceId {
+        /// The database name as given.
+        database: String,
+        /// The container name as given.
+        container: String,
+    },
     /// The account endpoint has no host name.
     #[error("the account endpoint {0} has no host name")]
     NoHost(String),

@@ -73,6 +73,8 @@
 //! [`ContainerClient`]: azure_data_cosmos::ContainerClient
 //! [`TokenBrokerClient`]: tokenbroker_client::TokenBrokerClient
 
+#![warn(missing_docs)]
+
 mod container;
 mod fallback;
 mod generation;

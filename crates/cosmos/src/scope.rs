@@ -14,10 +14,21 @@ use std::fmt;
 /// Why a scope part was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
+    /// A part is the empty string.
     #[error("scope part `{part}` is empty")]
-    Empty { part: &'static str },
+    Empty {
+        /// Which part: `account`, `database`, `container` or `rid`.
+        part: &'static str,
+    },
+    /// A part contains a `/` (it would shift the parts) or a control character. A `/` in the
+    /// resource id is not an error: it is written `-`.
     #[error("scope part `{part}` ({value:?}) contains '/' or a control character")]
-    InvalidCharacter { part: &'static str, value: String },
+    InvalidCharacter {
+        /// Which part: `account`, `database`, `container` or `rid`.
+        part: &'static str,
+        /// The part as given (the resource id after its `/` were replaced).
+        value: String,
+    },
 }
 
 /// Names one container for the broker: `account/database/container`.
@@ -70,6 +81,7 @@ impl ContainerScope {
         Ok(Self(format!("{}/{rid}", base.0)))
     }
 
+    /// The scope as sent to the broker (`acct/shop/orders`, or with `/<rid>` appended).
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -32,6 +32,8 @@
 //! the ids are numbers), regions ordered by id, numbers in decimal without leading zeros (`-N`
 //! for negatives, never `-0`). Equal token sets give equal strings.
 
+#![warn(missing_docs)]
+
 mod parse;
 mod partition;
 mod range_id;

@@ -30,11 +30,19 @@ use crate::range_id::{PkRangeId, RangeIdError};
 /// The part of a segment an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    /// The partition key range id before the `:` (`0` in `0:1#5`).
     RangeId,
+    /// The first number of a vector token (`1` in `0:1#5`), signed 64-bit.
     Version,
+    /// The second number of a vector token (`5` in `0:1#5`), signed 64-bit.
     GlobalLsn,
+    /// A region id, left of the `=` in a region entry (`2` in `0:1#5#2=7`), unsigned 32-bit.
     RegionId,
+    /// A region's local LSN, right of the `=` in a region entry (`7` in `0:1#5#2=7`), signed
+    /// 64-bit.
     RegionLsn,
+    /// The bare LSN of a simple token (`12` in `0:12`, API versions before 2018-06-18), signed
+    /// 64-bit.
     SimpleLsn,
 }
 
@@ -72,24 +80,55 @@ impl Field {
 /// What is wrong with a segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
+    /// The segment is empty: a leading, trailing or doubled `,` in the header.
     #[error("is empty")]
     EmptySegment,
+    /// The segment has no `:` separating the range id from the token.
     #[error("has no ':' between pkRangeId and token")]
     MissingColon,
+    /// The range id left of the `:` is not a valid [`PkRangeId`].
     #[error("pkRangeId {0}")]
     RangeId(RangeIdError),
+    /// A number holds something other than an optional `-` and ASCII digits (`+5`, `1x`, a lone
+    /// `-`); region ids take no sign at all.
     #[error("{field} {value:?} is not a number (must be {})", .field.syntax())]
-    NotANumber { field: Field, value: String },
+    NotANumber {
+        /// The field that failed.
+        field: Field,
+        /// The offending text, cut to 64 bytes (with `...`) if longer.
+        value: String,
+    },
+    /// A number is missing (`0:#5`, `0:1#5#2=`).
     #[error("{field} is empty")]
-    EmptyNumber { field: Field },
+    EmptyNumber {
+        /// The field that is empty.
+        field: Field,
+    },
+    /// A well-formed number does not fit its type: signed 64-bit for versions and LSNs, unsigned
+    /// 32-bit for region ids.
     #[error("{field} {value:?} is out of range (must be within {})", .field.bounds())]
-    OutOfRange { field: Field, value: String },
+    OutOfRange {
+        /// The field that failed.
+        field: Field,
+        /// The offending text, cut to 64 bytes (with `...`) if longer.
+        value: String,
+    },
     /// `-0`, `-00`, ...: zero has no sign, and no SDK writes one; a sign must make the number
     /// negative (as `+` is rejected, so is a `-` that changes nothing).
     #[error("{field} {value:?} is a negative zero (a sign must make the number negative: write 0)")]
-    NegativeZero { field: Field, value: String },
+    NegativeZero {
+        /// The field that failed.
+        field: Field,
+        /// The offending text, cut to 64 bytes (with `...`) if longer.
+        value: String,
+    },
+    /// A region entry after the global LSN has no `=` between region id and LSN.
     #[error("region {value:?} has no '=' between region id and LSN")]
-    MissingEquals { value: String },
+    MissingEquals {
+        /// The region entry as written, cut to 64 bytes (with `...`) if longer.
+        value: String,
+    },
+    /// A region entry is empty: a trailing or doubled `#`.
     #[error("region entry is empty (a trailing or doubled '#')")]
     EmptyRegion,
     /// The segment names a range that an earlier segment of the header already named, and the
@@ -102,15 +141,21 @@ pub enum ParseErrorKind {
 /// A header value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The header value is the empty string.
     #[error("session token is empty")]
     Empty,
+    /// The header value contains whitespace, anywhere (the SDKs disagree on trimming it); the
+    /// field is the byte offset of the first whitespace character.
     #[error("session token contains whitespace at byte {0}")]
     Whitespace(usize),
+    /// One segment of the header value is malformed; the first bad segment is reported.
     #[error("segment {index} ({segment:?}) {kind}")]
     Segment {
         /// Zero-based position of the segment in the header value.
         index: usize,
+        /// The segment as written, cut to 64 bytes (with `...`) if longer.
         segment: String,
+        /// What is wrong with it.
         kind: ParseErrorKind,
     },
 }

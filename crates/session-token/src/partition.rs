@@ -14,7 +14,10 @@ use std::fmt;
 /// and compare as plain signed integers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VectorToken {
+    /// Topology version of the partition; `-1` when it has none yet. The higher version wins a
+    /// merge wholesale.
     pub version: i64,
+    /// Global LSN: the partition's progress as of this token, across regions.
     pub global_lsn: i64,
     /// Local LSN per region id. Ordered, so equality ignores the order on the wire.
     pub regions: BTreeMap<u32, i64>,
@@ -25,6 +28,7 @@ pub struct VectorToken {
 pub enum PartitionToken {
     /// A bare LSN, sent by API versions before 2018-06-18.
     Simple(i64),
+    /// A vector token, sent by API versions from 2018-06-18 on.
     Vector(VectorToken),
 }
 
@@ -38,14 +42,21 @@ pub enum MergeError {
         "range {range}: tokens at version {version} name different regions ({left} vs {right})"
     )]
     RegionSetMismatch {
+        /// The partition key range id both tokens belong to.
         range: String,
+        /// The version both tokens carry.
         version: i64,
+        /// Region ids of the left-hand token, as `[1,2]`.
         left: String,
+        /// Region ids of the right-hand token, as `[1,3]`.
         right: String,
     },
     /// A simple (pre-2018 API) token and a vector token for the same range.
     #[error("range {range}: a simple token and a vector token cannot be merged")]
-    KindMismatch { range: String },
+    KindMismatch {
+        /// The partition key range id both tokens belong to.
+        range: String,
+    },
 }
 
 impl VectorToken {

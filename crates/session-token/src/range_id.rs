@@ -19,10 +19,14 @@ pub struct PkRangeId(String);
 /// Why a string is not a range id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RangeIdError {
+    /// The id is the empty string (`:1#5`).
     #[error("is empty")]
     Empty,
+    /// The id is longer than 64 bytes.
     #[error("is longer than {MAX_RANGE_ID_BYTES} bytes")]
     TooLong,
+    /// The id contains a character other than an ASCII letter, digit, `-` or `_`; the field is
+    /// the first such character.
     #[error("contains {0:?}; only ASCII letters, digits, '-' and '_' are allowed")]
     BadCharacter(char),
 }
@@ -45,6 +49,7 @@ impl PkRangeId {
         Ok(Self(id.to_owned()))
     }
 
+    /// The id as it was written on the wire (leading zeros kept).
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -30,6 +30,8 @@ fn key(check: &str) -> StoreKey {
     StoreKey::new(format!("suite/{check}"), "k")
 }
 
+/// A put returns the stored token in canonical form (ranges and regions ordered, leading zeros
+/// dropped), a get returns the same, not degraded; an unknown key reads as `None`.
 pub async fn put_then_get_returns_canonical_token(store: &dyn TokenStore) {
     let k = key("put_then_get");
     assert_eq!(store.get(&k).await.unwrap().token, None);
@@ -43,6 +45,8 @@ pub async fn put_then_get_returns_canonical_token(store: &dyn TokenStore) {
     assert!(!lookup.degraded);
 }
 
+/// Older, newer and stale puts in turn: the stored token only moves forward, by the SDK merge
+/// rules (a higher version wins wholesale, shared regions take the maximum LSN).
 pub async fn stored_token_never_goes_backwards(store: &dyn TokenStore) {
     let k = key("backwards");
     store
@@ -68,6 +72,8 @@ pub async fn stored_token_never_goes_backwards(store: &dyn TokenStore) {
     assert_eq!(store.get(&k).await.unwrap().token, Some(after_stale));
 }
 
+/// Versions and LSNs near `i64::MAX` and above 2^53 survive a merge exactly (no trip through a
+/// double, as a Lua number or a JSON parser would take).
 pub async fn lsns_above_2_pow_53_keep_every_digit(store: &dyn TokenStore) {
     let k = key("big_lsns");
     let a = format!("0:{}#{}#1={}", i64::MAX - 1, (1i64 << 53) + 1, i64::MAX);
@@ -78,6 +84,8 @@ pub async fn lsns_above_2_pow_53_keep_every_digit(store: &dyn TokenStore) {
     assert_eq!(stored.to_string(), expected);
 }
 
+/// A put that does not merge (different regions at one version, simple against vector) fails
+/// with [`StoreError::Conflict`] and changes nothing, not even its other ranges.
 pub async fn conflicting_put_leaves_stored_token_unchanged(store: &dyn TokenStore) {
     let k = key("conflict");
     let stored = store
@@ -97,6 +105,8 @@ pub async fn conflicting_put_leaves_stored_token_unchanged(store: &dyn TokenStor
     assert_eq!(store.get(&k).await.unwrap().token, Some(stored));
 }
 
+/// `max_segments` bounds the token after the merge: a put that would exceed it fails with
+/// [`StoreError::TooManySegments`] and changes nothing; one that merges within it succeeds.
 pub async fn segment_limit_applies_to_the_merged_token(store: &dyn TokenStore) {
     let k = key("segments");
     let limit = PutParams {
@@ -117,6 +127,8 @@ pub async fn segment_limit_applies_to_the_merged_token(store: &dyn TokenStore) {
     assert_eq!(within.to_string(), "0:1#1,1:1#5,2:1#1");
 }
 
+/// (scope, key) pairs that would collide under naive joining (`|`, `:`, `{`/`}`, percent
+/// escapes) are stored apart.
 pub async fn keys_and_scopes_do_not_collide(store: &dyn TokenStore) {
     let pairs = [
         ("suite/iso|a", "b"),
@@ -152,6 +164,8 @@ async fn gone_within(store: &dyn TokenStore, k: &StoreKey, within: Duration) -> 
     false
 }
 
+/// Every put sets the key's TTL to its own (longer or shorter); an expired key is gone within
+/// 5 s and does not come back through a later merge. Takes about a second.
 pub async fn ttl_expires_and_every_put_refreshes_it(store: &dyn TokenStore) {
     let k = key("ttl");
     let short = PutParams {

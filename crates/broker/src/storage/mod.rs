@@ -19,11 +19,17 @@ use tokio::sync::watch;
 /// The identity of a stored token: the container (`scope`) and what callers coordinate on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StoreKey {
+    /// The container the token belongs to (a container generation, as the clients build it).
     pub scope: String,
+    /// What callers coordinate on within the scope (a document id, a session), chosen by the
+    /// client.
     pub key: String,
 }
 
 impl StoreKey {
+    /// A key from its two parts, taken as they are (validation is the broker's, in [`Limits`]).
+    ///
+    /// [`Limits`]: crate::Limits
     pub fn new(scope: impl Into<String>, key: impl Into<String>) -> Self {
         Self {
             scope: scope.into(),
@@ -44,6 +50,7 @@ pub struct PutParams {
 /// The answer of a read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lookup {
+    /// The stored token, `None` when nothing is stored under the key or it expired.
     pub token: Option<SessionToken>,
     /// True when part of the store could not be consulted, so the token may be behind.
     pub degraded: bool,
@@ -57,10 +64,20 @@ pub enum StoreError {
     Conflict(#[from] MergeError),
     /// The merged token would hold more ranges than allowed; the stored token is unchanged.
     #[error("the merged token would have {segments} segments, more than the limit of {limit}")]
-    TooManySegments { segments: usize, limit: usize },
-    /// The store holds as many keys as it may.
+    TooManySegments {
+        /// Ranges the merged token would hold.
+        segments: usize,
+        /// The most ranges allowed ([`PutParams::max_segments`]).
+        limit: usize,
+    },
+    /// The store holds as many keys as it may (the in-memory store's `max_keys`, checked after the
+    /// shard's expired keys were purged); the put of a new key is refused, puts to stored keys
+    /// go on.
     #[error("the store is full ({limit} keys)")]
-    Full { limit: usize },
+    Full {
+        /// The most keys the store may hold.
+        limit: usize,
+    },
     /// The store could not be reached or did not answer in time.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -70,6 +87,9 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// A store of session tokens keyed by [`StoreKey`]: the in-memory store, or the Redis stores
+/// (one instance, or a primary and a fallback). Every implementation must pass the behaviour
+/// suite (`storage::behaviour`, feature `behaviour-suite`).
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Merges `token` into the token stored under `key`, as one atomic step, refreshes its TTL,

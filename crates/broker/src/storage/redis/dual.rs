@@ -44,6 +44,9 @@ use super::script::MergeReply;
 use crate::metrics::Sample;
 use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
+
+/// The Redis [`TokenStore`]: a primary instance and an optional fallback, with the write, read
+/// and copy rules of this module's header. Built by [`DualRedisStore::start`].
 pub struct DualRedisStore {
     pub(super) shared: Arc<Shared>,
     pub(super) keys: KeyLayout,
@@ -138,14 +141,17 @@ impl DualRedisStore {
         })
     }
 
+    /// The pair's counters (copies, fallback writes, degraded reads, read repairs).
     pub fn stats(&self) -> &DualStats {
         &self.shared.stats
     }
 
+    /// The primary instance.
     pub fn primary(&self) -> &Arc<RedisInstance> {
         &self.shared.primary
     }
 
+    /// The fallback instance; `None` when `redis.fallback_url` is unset.
     pub fn fallback(&self) -> Option<&Arc<RedisInstance>> {
         self.shared.fallback.as_ref()
     }

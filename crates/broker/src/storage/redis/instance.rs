@@ -34,11 +34,14 @@ use breaker::{Admit, Breaker, BreakerConfig};
 /// Which instance of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// `redis.primary_url`: takes every put first; read first in the `primary` read mode.
     Primary,
+    /// `redis.fallback_url`: receives asynchronous copies, and puts while the primary fails.
     Fallback,
 }
 
 impl Role {
+    /// `primary` or `fallback`: the name used in logs, span attributes and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Primary => "primary",
@@ -50,8 +53,12 @@ impl Role {
 /// Why a call to an instance failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstanceError {
+    /// The instance's circuit breaker is open, so the call was not sent. Holds the instance
+    /// role. Counts as transient (the put fails over).
     #[error("redis {0} skipped: circuit breaker open")]
     BreakerOpen(&'static str),
+    /// No answer within `redis.operation_timeout` (connection included). Holds the instance
+    /// role and the deadline. Counts against the instance.
     #[error("redis {0} timed out after {1:?}")]
     Timeout(&'static str, Duration),
     /// The instance could not serve: I/O, a refused or dropped connection, or a server state
@@ -64,6 +71,8 @@ pub enum InstanceError {
     /// with INTERNAL; never counts against the instance.
     #[error("redis {0} refused the command: {1}")]
     Command(&'static str, String),
+    /// The instance answered with a reply the broker does not understand (a script/broker
+    /// version mismatch, or a bug). Holds the instance role and the reply. Not transient.
     #[error("redis {0}: {1}")]
     Reply(&'static str, BadReply),
     /// A compare-and-set lost to concurrent writers every time it was tried.
@@ -114,9 +123,13 @@ pub(super) fn transient(e: &redis::RedisError) -> bool {
 /// Counters of one instance, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct InstanceStats {
+    /// Calls sent to the instance (admitted by the breaker).
     pub calls: AtomicU64,
+    /// Calls that failed, for any reason (timeouts included, skipped calls not).
     pub errors: AtomicU64,
+    /// Calls that failed on `redis.operation_timeout` (also counted in `errors`).
     pub timeouts: AtomicU64,
+    /// Calls not sent because the breaker was open.
     pub skipped: AtomicU64,
     /// Puts that lost a compare-and-set to a concurrent writer and merged again.
     pub cas_conflicts: AtomicU64,
@@ -124,6 +137,8 @@ pub struct InstanceStats {
     pub latency: Histogram,
 }
 
+/// One Redis server of the pair: its connections, circuit breaker, health state and counters.
+/// Created by the store; public for tests and metrics.
 pub struct RedisInstance {
     pub(super) role: Role,
     pub(super) url: RedisUrl,
@@ -144,6 +159,7 @@ pub struct RedisInstance {
     /// store).
     pub(super) batches: mpsc::Sender<PendingGet>,
     pub(super) batch_queue: Arc<Mutex<mpsc::Receiver<PendingGet>>>,
+    /// The instance's counters and latency histogram.
     pub stats: InstanceStats,
 }
 
@@ -156,6 +172,9 @@ pub(super) type PendingGet = (
 pub(super) const MAX_BATCH: usize = 256;
 
 impl RedisInstance {
+    /// Sets up the connection pool and breaker; connects nothing yet (connections open on first
+    /// use, the instance starts down until a health ping answers). Errors: the URL or the TLS
+    /// settings cannot make a connection config, or the pool cannot be built.
     pub fn new(role: Role, url: RedisUrl, options: &RedisOptions) -> Result<Self, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
@@ -193,14 +212,17 @@ impl RedisInstance {
         })
     }
 
+    /// Which instance of the pair this is.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The role's name, `primary` or `fallback`.
     pub fn name(&self) -> &'static str {
         self.role.as_str()
     }
 
+    /// The instance's URL (its Display form hides the password).
     pub fn url(&self) -> &RedisUrl {
         &self.url
     }
@@ -210,10 +232,12 @@ impl RedisInstance {
         self.up.subscribe()
     }
 
+    /// Up or down as last observed by a health ping or a call.
     pub fn is_up(&self) -> bool {
         *self.up.borrow()
     }
 
+    /// True unless the instance's breaker is closed (open or half-open).
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()
     }

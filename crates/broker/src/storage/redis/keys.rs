@@ -11,6 +11,8 @@ use crate::storage::StoreKey;
 /// Layout version, part of every key.
 pub const LAYOUT_VERSION: &str = "v1";
 
+/// Builds the Redis keys of one namespace (`redis.namespace`, `tb` by default), in the layout
+/// above.
 #[derive(Debug, Clone)]
 pub struct KeyLayout {
     namespace: String,
@@ -29,6 +31,8 @@ fn escape(s: &str, out: &mut String) {
 }
 
 impl KeyLayout {
+    /// The layout of `namespace`, taken as given (`RedisOptions::validate` rejects empty ones and
+    /// those with spaces or braces).
     pub fn new(namespace: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),

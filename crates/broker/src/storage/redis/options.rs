@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer};
 pub struct RedisUrl(String);
 
 impl RedisUrl {
+    /// Checks that `url` is a `redis://` or `rediss://` URL that redis-rs can parse. The error
+    /// quotes the URL with its password hidden.
     pub fn parse(url: &str) -> Result<Self, String> {
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
@@ -34,6 +36,7 @@ impl RedisUrl {
         &self.0
     }
 
+    /// True for a `rediss://` URL.
     pub fn is_tls(&self) -> bool {
         self.0.starts_with("rediss://")
     }
@@ -119,11 +122,13 @@ pub struct RedisOptions {
     /// PEM private key of `client_cert_file`. Read at start-up, never logged.
     #[serde(deserialize_with = "optional_path")]
     pub client_key_file: Option<PathBuf>,
+    /// How GetToken reads the pair; `merge` by default.
     pub read_mode: ReadMode,
     /// First part of every key (`<namespace>:v1:...`).
     pub namespace: String,
     /// Connections per instance. Each is multiplexed: concurrent calls are pipelined on it.
     pub pool_size: usize,
+    /// Deadline to open a connection, and to wait for one from the pool (500 ms by default).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Deadline of one Redis call.
@@ -167,6 +172,9 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
+    /// Checks the settings together: a fallback needs a primary and must differ from it, the
+    /// namespace is non-empty without spaces or braces, counts are at least 1 and durations more
+    /// than 0. The error names the key at fault (`redis.pool_size must be at least 1`).
     pub fn validate(&self) -> Result<(), String> {
         if self.primary_url.is_none() && self.fallback_url.is_some() {
             return Err("redis.fallback_url is set but redis.primary_url is not".into());

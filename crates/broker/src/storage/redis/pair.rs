@@ -17,6 +17,7 @@ use super::instance::{RedisInstance, Role};
 pub struct DualStats {
     /// Copies to the fallback (or repairs to the primary) waiting or in flight.
     pub copies_pending: AtomicU64,
+    /// Copies applied, or superseded in the queue by a later copy of the same key.
     pub copies_done: AtomicU64,
     /// Copies dropped because the queue was full.
     pub copies_dropped: AtomicU64,

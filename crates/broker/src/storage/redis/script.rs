@@ -30,10 +30,16 @@ pub(crate) static COMPARE_AND_SET_SCRIPT: LazyLock<redis::Script> =
 pub enum MergeReply {
     /// Stored; the stored result. `replaced_corrupt` when an unparsable value was overwritten.
     Merged {
+        /// The token now stored, in canonical form.
         token: SessionToken,
+        /// True when the value found under the key did not parse and was overwritten.
         replaced_corrupt: bool,
     },
+    /// The token does not merge with the stored one (the script applies the same rules as
+    /// [`SessionToken::merge`]); nothing was written.
     Conflict(MergeError),
+    /// The merged token would hold this many ranges, more than the put's `max_segments`;
+    /// nothing was written.
     TooManySegments(usize),
     /// The script could not parse the token it was given (`bad_input`): the broker formats
     /// every token canonically, so this is a broker/script mismatch or a bug.

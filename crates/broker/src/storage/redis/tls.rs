@@ -31,20 +31,33 @@ pub const CLIENT_KEY_FILE: &str = "redis.client_key_file";
 /// Why the TLS files cannot be used. Each names the configuration key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
+    /// A configured file cannot be read (missing, unreadable).
     #[error("{key}: cannot read {}: {source}", path.display())]
     Read {
+        /// The configuration key that names the file (`redis.ca_file`, ...).
         key: &'static str,
+        /// The file's path as configured.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A file was read but cannot be used: not PEM, no certificate or key in it, or a key that
+    /// does not match its certificate.
     #[error("{key}: {}: {reason}", path.display())]
     Invalid {
+        /// The configuration key that names the file.
         key: &'static str,
+        /// The file's path as configured.
         path: PathBuf,
+        /// What is wrong; for the key file, never a quote of its contents.
         reason: String,
     },
+    /// Only one of the client certificate and key is configured: the first field is the key
+    /// that is set, the second the one that is not.
     #[error("{CLIENT_CERT_FILE} and {CLIENT_KEY_FILE} go together: {0} is set, {1} is not")]
     Unpaired(&'static str, &'static str),
+    /// A TLS file is configured (the field names its key) but no Redis URL is `rediss://`, so it
+    /// would never be used.
     #[error(
         "{0} is set but neither redis.primary_url nor redis.fallback_url is a rediss:// URL \
          (the TLS files apply to rediss:// only)"
