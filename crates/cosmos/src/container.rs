@@ -125,7 +125,7 @@ impl BrokeredContainer {
     /// Point read, with the broker's token for the key.
     ///
     /// If the read fails because the container cannot serve the broker's token (see
-    /// [`crate::fallback`]: 503/20310, 404/1002, a 400 such as 400/1024 after a recreation),
+    /// the `fallback` module: 503/20310, 404/1002, a 400 such as 400/1024 after a recreation),
     /// it is made once more without it and that result is returned; the token is then
     /// discarded from the broker. If the response shows that the token named another range
     /// than the one that served the read (the partition split since this process learned its

@@ -292,17 +292,3 @@ pub async fn discards_racing_with_puts_lose_no_put(store: Arc<dyn TokenStore>) {
     discarder.await.unwrap();
     assert_eq!(store.get(&k).await.unwrap().token, Some(t("1:1#320")));
 }
-
-/// Runs every check against one store.
-pub async fn run_all(store: Arc<dyn TokenStore>) {
-    put_then_get_returns_canonical_token(&*store).await;
-    stored_token_never_goes_backwards(&*store).await;
-    lsns_above_2_pow_53_keep_every_digit(&*store).await;
-    conflicting_put_leaves_stored_token_unchanged(&*store).await;
-    segment_limit_applies_to_the_merged_token(&*store).await;
-    keys_and_scopes_do_not_collide(&*store).await;
-    ttl_expires_and_every_put_refreshes_it(&*store).await;
-    discard_removes_segments_at_or_ahead_of_the_failed_token(&*store).await;
-    discards_racing_with_puts_lose_no_put(store.clone()).await;
-    concurrent_puts_lose_nothing(store, 64, 25).await;
-}

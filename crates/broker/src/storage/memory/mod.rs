@@ -5,12 +5,12 @@
 //! server says so at start-up.
 //!
 //! How it keeps its guarantees in little memory (docs/operations.md has the measured figures):
-//! - keys are spread over shards ([`shards`]), each behind a short-held mutex, so a put's
+//! - keys are spread over shards (`shards`), each behind a short-held mutex, so a put's
 //!   read-merge-write is atomic per key without serialising unrelated keys;
-//! - a key is one compact record ([`record`]): expiry, hash tag, scope, key and canonical token
-//!   text packed in the shard's memory map ([`arena`]); the table holds where it starts;
+//! - a key is one compact record (`record`): expiry, hash tag, scope, key and canonical token
+//!   text packed in the shard's memory map (`arena`); the table holds where it starts;
 //! - expired keys are invisible at once (every read checks the expiry) and removed by a
-//!   background sweeper ([`sweeper`]) in small chunks, which shrinks tables and compacts arenas
+//!   background sweeper (`sweeper`) in small chunks, which shrinks tables and compacts arenas
 //!   that emptied, so the memory of keys nobody writes again goes back to the OS without
 //!   waiting for a request to meet them;
 //! - `max_keys` bounds the keys stored (expired ones count until swept): a new key past it is

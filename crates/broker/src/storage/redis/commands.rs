@@ -129,7 +129,7 @@ impl RedisInstance {
     }
 
     /// Reads a raw stored value. Concurrent reads are batched into one MGET (see
-    /// [`spawn_get_batchers`]); the caller's span `MGET` covers the wait for the batch.
+    /// `spawn_get_batchers`); the caller's span `MGET` covers the wait for the batch.
     pub async fn get(&self, key: &str) -> Result<Option<String>, InstanceError> {
         let (reply, answer) = oneshot::channel();
         let wait = async {
