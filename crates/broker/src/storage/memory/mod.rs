@@ -107,11 +107,12 @@ impl MemoryStore {
         at: u32,
         record: &Encoded<'_>,
     ) -> Result<(), StoreError> {
-        let Shard { table, arena } = shard;
+        let Shard { table, arena, .. } = &mut *shard;
         let moved = arena.replace(table, at, record)?;
         if let Some(slot) = table.get_bucket_mut(index) {
             *slot = moved;
         }
+        shard.expires_at(record.expires());
         Ok(())
     }
 }
@@ -158,7 +159,7 @@ impl TokenStore for MemoryStore {
                 });
             }
         }
-        let Shard { table, arena } = shard;
+        let Shard { table, arena, .. } = &mut *shard;
         let at = match arena.append(table, &record) {
             Ok(at) => at,
             Err(e) => {
@@ -167,6 +168,7 @@ impl TokenStore for MemoryStore {
             }
         };
         table.insert_unique(table_hash(place.tag), at, rehash(arena));
+        shard.expires_at(expires);
         Ok(token.clone())
     }
 

@@ -36,6 +36,7 @@ pub(super) struct Encoded<'a> {
     header: [u8; HEADER],
     parts: [&'a [u8]; 3],
     len: u32,
+    expires: u32,
 }
 
 impl<'a> Encoded<'a> {
@@ -61,11 +62,16 @@ impl<'a> Encoded<'a> {
             header,
             parts: [scope, k, token.as_bytes()],
             len,
+            expires,
         })
     }
 
     pub(super) fn len(&self) -> usize {
         self.len as usize
+    }
+
+    pub(super) fn expires(&self) -> u32 {
+        self.expires
     }
 
     /// Writes the record into `out`, which is exactly `len()` bytes long.

@@ -49,6 +49,29 @@ impl Clock {
 pub(super) struct Shard {
     pub(super) table: Table,
     pub(super) arena: Arena,
+    /// No record of the shard expires before this second, so the sweeper skips the shard until
+    /// then (with keys written steadily under a 1 h TTL, a shard's oldest key expires every few
+    /// seconds: most passes skip most shards). Lowered by every write, recomputed by each full
+    /// pass; 0 means "look".
+    next_expiry: u32,
+}
+
+impl Shard {
+    /// A record of this shard was written with this expiry.
+    pub(super) fn expires_at(&mut self, expires: u32) {
+        self.next_expiry = self.next_expiry.min(expires);
+    }
+}
+
+/// What the sweeper learned so far in one pass over one shard.
+#[derive(Default)]
+pub(super) struct Pass {
+    /// The next table slot to look at.
+    from: usize,
+    /// The table's slot count when the pass started.
+    buckets: usize,
+    /// The earliest expiry among the records kept so far.
+    earliest: Option<u32>,
 }
 
 /// A shard on a cache line of its own, so that locking one does not slow its neighbours.
@@ -149,45 +172,65 @@ impl Shards {
         }
     }
 
-    /// Removes the expired records of `shard` among its slots `from..from + SWEEP_CHUNK`; at
-    /// the end of the table, shrinks it and compacts the arena if they are mostly empty.
-    /// Returns where the next chunk starts, or `None` when the shard is done, and how many
-    /// records were removed. Slot indices stay valid between chunks unless a put grew the table
-    /// meanwhile: then some records are looked at twice or not at all in this pass, and the
-    /// next pass catches them.
-    pub(super) fn sweep_chunk(&self, shard: usize, from: usize) -> (Option<usize>, usize) {
+    /// Removes the expired records of `shard` among the next `SWEEP_CHUNK` slots of `pass`; at
+    /// the end of the table, shrinks it and compacts the arena if they are mostly empty. Returns
+    /// whether the pass is over (at once when nothing in the shard can have expired yet), and
+    /// how many records were removed. Slot indices stay valid between chunks unless a put grew
+    /// the table meanwhile: then some records were looked at twice or not at all, and the shard
+    /// is looked at again on the next pass.
+    pub(super) fn sweep_chunk(&self, shard: usize, pass: &mut Pass) -> (bool, usize) {
         let now = self.now();
         let mut guard = self.lock(shard);
-        let Shard { table, arena } = &mut *guard;
-        let end = from.saturating_add(SWEEP_CHUNK).min(table.num_buckets());
+        let shard = &mut *guard;
+        if pass.from == 0 {
+            if now < shard.next_expiry {
+                return (true, 0);
+            }
+            pass.buckets = shard.table.num_buckets();
+            // Writes during the pass lower it again; the records kept are accounted below.
+            shard.next_expiry = u32::MAX;
+        }
+        let Shard { table, arena, .. } = shard;
+        let end = pass
+            .from
+            .saturating_add(SWEEP_CHUNK)
+            .min(table.num_buckets());
         let mut removed = 0;
-        for index in from..end {
-            if let Ok(entry) = table.get_bucket_entry(index)
-                && arena.view(*entry.get()).is_expired(now)
-            {
-                arena.forget(entry.remove().0);
-                removed += 1;
+        for index in pass.from..end {
+            if let Ok(entry) = table.get_bucket_entry(index) {
+                let expires = arena.view(*entry.get()).expires();
+                if now >= expires {
+                    arena.forget(entry.remove().0);
+                    removed += 1;
+                } else {
+                    pass.earliest = Some(pass.earliest.map_or(expires, |e| e.min(expires)));
+                }
             }
         }
-        let next = if end < table.num_buckets() {
-            Some(end)
-        } else {
-            shrink_if_sparse(table, arena);
-            if let Err(e) = arena.compact_if_sparse(table) {
+        pass.from = end;
+        let done = end >= table.num_buckets();
+        if done {
+            let earliest = match pass.earliest {
+                _ if table.num_buckets() != pass.buckets => 0,
+                Some(e) => e,
+                None => u32::MAX,
+            };
+            shard.expires_at(earliest);
+            shrink_if_sparse(&mut shard.table, &shard.arena);
+            if let Err(e) = shard.arena.compact_if_sparse(&mut shard.table) {
                 tracing::warn!(error = %e, "in-memory store: cannot compact a shard");
             }
-            None
-        };
+        }
         drop(guard);
         self.release(removed);
-        (next, removed)
+        (done, removed)
     }
 
     /// Removes every expired record of one (locked) shard: the room-making path of a put that
     /// found the store full.
     pub(super) fn purge(&self, shard: &mut Shard) {
         let now = self.now();
-        let Shard { table, arena } = shard;
+        let Shard { table, arena, .. } = shard;
         let expired: Vec<u32> = table
             .extract_if(|at| arena.view(*at).is_expired(now))
             .collect();
