@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::TokenStore;
-use broker::storage::redis::DualRedisStore;
+use broker::storage::redis::RedisStore;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -176,7 +176,7 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
     let primary = RedisServer::start();
     let fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = TestBroker::start_with_store(settings(), store).await;
     let mut c = broker.client().await;
@@ -404,7 +404,7 @@ async fn every_documented_metric_is_scraped_with_its_labels() {
     let primary = RedisServer::start();
     let fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = TestBroker::start_with_store(settings(), store).await;
     let mut c = broker.client().await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::storage::redis::DualRedisStore;
+use broker::storage::redis::RedisStore;
 use broker::{SessionToken, TokenStore};
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
 use tokenbroker_proto::v1::{GetTokenRequest, PutTokenRequest, SERVICE_NAME};
@@ -38,7 +38,7 @@ fn get(key: &str) -> GetTokenRequest {
     }
 }
 
-async fn broker_on(store: Arc<DualRedisStore>) -> TestBroker {
+async fn broker_on(store: Arc<RedisStore>) -> TestBroker {
     TestBroker::start_with_store(settings(), store).await
 }
 
@@ -69,7 +69,7 @@ async fn with_the_primary_down_no_rpc_fails_and_health_names_it() {
     let mut primary = RedisServer::start();
     let fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = broker_on(store.clone()).await;
     let mut c = broker.client().await;
@@ -127,7 +127,7 @@ async fn with_both_down_gets_are_degraded_misses_puts_unavailable_then_all_recov
     let mut primary = RedisServer::start();
     let mut fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = broker_on(store.clone()).await;
     let mut c = broker.client().await;
@@ -181,7 +181,7 @@ async fn broker_starts_with_redis_down_not_ready_until_it_answers() {
     let mut primary = RedisServer::start();
     let options = redis_options(&primary, None);
     primary.kill();
-    let store = Arc::new(DualRedisStore::start(&options, TTL).unwrap());
+    let store = Arc::new(RedisStore::start(&options, TTL).unwrap());
     let broker = broker_on(store).await;
     let mut h = broker.health().await;
     let r = h
@@ -215,7 +215,7 @@ async fn primary_killed_under_load_loses_no_acknowledged_put() {
     let mut primary = RedisServer::start();
     let fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = broker_on(store.clone()).await;
     let channel = broker.channel().await;
@@ -306,7 +306,7 @@ async fn shutdown_drains_a_call_in_flight() {
     let primary = RedisServer::start();
     let mut options = redis_options(&primary, None);
     options.operation_timeout = Duration::from_secs(10);
-    let store = Arc::new(DualRedisStore::start(&options, TTL).unwrap());
+    let store = Arc::new(RedisStore::start(&options, TTL).unwrap());
     wait_for(store.ready(), true).await;
     let mut s = settings();
     s.shutdown.drain_timeout = Duration::from_secs(15);
@@ -335,7 +335,7 @@ async fn metrics_say_which_instance_is_down() {
     let mut primary = RedisServer::start();
     let fallback = RedisServer::start();
     let store =
-        Arc::new(DualRedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
+        Arc::new(RedisStore::start(&redis_options(&primary, Some(&fallback)), TTL).unwrap());
     wait_for(store.ready(), true).await;
     let broker = broker_on(store.clone()).await;
     let mut c = broker.client().await;

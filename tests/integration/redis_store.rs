@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::storage::behaviour;
-use broker::storage::redis::{DualRedisStore, ReadMode, RedisOptions, RedisUrl};
+use broker::storage::redis::{ReadMode, RedisOptions, RedisStore, RedisUrl};
 use broker::{PutParams, SessionToken, StoreKey, TokenStore};
 use redis::Commands;
 
@@ -29,7 +29,7 @@ enum Variant {
 
 /// A store of `variant` on its own redis-server processes, ready.
 struct Fixture {
-    store: DualRedisStore,
+    store: RedisStore,
     _servers: Vec<RedisServer>,
     _certificates: Option<tempfile::TempDir>,
 }
@@ -267,7 +267,7 @@ async fn acl_password_in_the_url_authenticates_and_a_wrong_one_is_not_ready() {
         ),
         ..redis_options(&primary, None)
     };
-    let store = DualRedisStore::start(&bad, TTL).unwrap();
+    let store = RedisStore::start(&bad, TTL).unwrap();
     let err = store
         .put(&StoreKey::new("s", "k"), &t("0:1#1"), params(TTL))
         .await
@@ -282,7 +282,7 @@ async fn store_starts_with_redis_down_and_becomes_ready_when_it_answers() {
     let mut primary = RedisServer::start();
     let options = redis_options(&primary, None);
     primary.kill();
-    let store = DualRedisStore::start(&options, TTL).unwrap();
+    let store = RedisStore::start(&options, TTL).unwrap();
     assert!(!*store.ready().borrow());
     primary.restart();
     wait_for(store.ready(), true).await;

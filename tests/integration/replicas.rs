@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::storage::redis::{DualRedisStore, ReadMode, RedisOptions};
+use broker::storage::redis::{ReadMode, RedisOptions, RedisStore};
 use broker::{PutParams, SessionToken, StoreKey, TokenStore};
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
 use tokenbroker_proto::v1::{GetTokenRequest, PutTokenRequest, SERVICE_NAME};
@@ -159,8 +159,8 @@ async fn primary_read_mode_recovers_writes_made_during_an_outage_by_another_repl
         read_mode: ReadMode::Primary,
         ..redis_options(&primary, Some(&fallback))
     };
-    let a = DualRedisStore::start(&options, TTL).unwrap();
-    let b = DualRedisStore::start(&options, TTL).unwrap();
+    let a = RedisStore::start(&options, TTL).unwrap();
+    let b = RedisStore::start(&options, TTL).unwrap();
     wait_for(a.ready(), true).await;
     wait_for(b.ready(), true).await;
     let key = StoreKey::new("s", "k");

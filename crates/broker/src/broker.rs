@@ -17,7 +17,7 @@ use crate::storage::{PutParams, StoreError, StoreKey, TokenStore};
 
 /// Settings of the broker's operations.
 #[derive(Debug, Clone)]
-pub struct PutOptions {
+pub struct BrokerSettings {
     /// Time to live of a stored token, refreshed by every put.
     pub ttl: Duration,
 }
@@ -73,14 +73,14 @@ pub struct GetResult {
 pub struct Broker {
     store: Arc<dyn TokenStore>,
     limits: Limits,
-    options: PutOptions,
+    options: BrokerSettings,
     degraded_gets: Arc<AtomicU64>,
 }
 
 impl Broker {
     /// A broker over `store`. `limits` are taken as given (check them with
     /// [`Limits::validate`] first); `options.ttl` applies to every put.
-    pub fn new(store: Arc<dyn TokenStore>, limits: Limits, options: PutOptions) -> Self {
+    pub fn new(store: Arc<dyn TokenStore>, limits: Limits, options: BrokerSettings) -> Self {
         Self {
             store,
             limits,
@@ -119,7 +119,7 @@ impl Broker {
     ) -> Result<SessionToken, BrokerError> {
         self.limits.scope(scope)?;
         self.limits.key(key)?;
-        let token = self.limits.token("session_token", token)?;
+        let token = self.limits.parse_token("session_token", token)?;
         let params = PutParams {
             ttl: self.options.ttl,
             max_segments: self.limits.max_segments,
@@ -179,7 +179,7 @@ impl Broker {
     ) -> Result<Discarded, BrokerError> {
         self.limits.scope(scope)?;
         self.limits.key(key)?;
-        let failed = self.limits.token("session_token", failed)?;
+        let failed = self.limits.parse_token("session_token", failed)?;
         let field = "partition_key_range_ids";
         self.limits.range_ids(field, ranges)?;
         let failed = if ranges.is_empty() {
@@ -231,7 +231,7 @@ impl Broker {
         let parsed = tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| self.limits.token(&format!("{field}[{i}]"), t))
+            .map(|(i, t)| self.limits.parse_token(&format!("{field}[{i}]"), t))
             .collect::<Result<Vec<_>, _>>()?;
         let merged = SessionToken::merge_all(&parsed)
             .map_err(BrokerError::Conflict)?

@@ -12,7 +12,7 @@ mod limits;
 pub mod metrics;
 pub mod storage;
 
-pub use broker::{Broker, BrokerError, GetResult, PutOptions};
+pub use broker::{Broker, BrokerError, BrokerSettings, GetResult};
 pub use limits::{InvalidArgument, Limits};
 pub use session_token::SessionToken;
 pub use storage::discard::Discarded;

@@ -99,7 +99,7 @@ impl Limits {
     }
 
     /// Parses a session token field within the limits.
-    pub fn token(&self, field: &str, value: &str) -> Result<SessionToken, InvalidArgument> {
+    pub fn parse_token(&self, field: &str, value: &str) -> Result<SessionToken, InvalidArgument> {
         if value.is_empty() {
             return Err(InvalidArgument::new(field, "is required"));
         }

@@ -14,8 +14,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use broker::storage::memory::MemoryStore;
-use broker::storage::redis::DualRedisStore;
-use broker::{Broker, PutOptions, TokenStore};
+use broker::storage::redis::RedisStore;
+use broker::{Broker, BrokerSettings, TokenStore};
 use tokenbroker_proto::v1::token_broker_server::TokenBrokerServer;
 use tokenbroker_proto::v1::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -83,8 +83,8 @@ pub struct Listeners {
 /// in-memory store. Does not wait for Redis to answer (readiness says when it does).
 pub fn build_store(settings: &Settings) -> Result<Arc<dyn TokenStore>, ServeError> {
     if settings.redis.primary_url.is_some() {
-        let store = DualRedisStore::start(&settings.redis, settings.token.ttl)
-            .map_err(ServeError::Store)?;
+        let store =
+            RedisStore::start(&settings.redis, settings.token.ttl).map_err(ServeError::Store)?;
         return Ok(Arc::new(store));
     }
     tracing::warn!(
@@ -223,7 +223,7 @@ pub async fn serve_with(
     let broker = Broker::new(
         store.clone(),
         settings.limits.clone(),
-        PutOptions {
+        BrokerSettings {
             ttl: settings.token.ttl,
         },
     );

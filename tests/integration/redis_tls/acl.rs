@@ -7,7 +7,7 @@
 //! not fail any call, but Redis logs every denial; the test also provokes one at the end, to
 //! show that the log it found empty does record this user's denials.
 
-use broker::storage::redis::{DualRedisStore, ReadMode, RedisUrl};
+use broker::storage::redis::{ReadMode, RedisStore, RedisUrl};
 use broker::{PutParams, SessionToken, StoreKey, TokenStore};
 use redis::{Commands, IntoConnectionInfo, Value};
 
@@ -85,7 +85,7 @@ const PARAMS: PutParams = PutParams {
     max_segments: 16,
 };
 
-fn stored(server: &RedisServer, store: &DualRedisStore, key: &StoreKey) -> Option<String> {
+fn stored(server: &RedisServer, store: &RedisStore, key: &StoreKey) -> Option<String> {
     server.connection().get(store.redis_key(key)).unwrap()
 }
 

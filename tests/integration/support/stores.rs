@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use broker::TokenStore;
-use broker::storage::redis::{DualRedisStore, RedisOptions, RedisUrl};
+use broker::storage::redis::{RedisOptions, RedisStore, RedisUrl};
 
 use super::redis::RedisServer;
 
@@ -23,8 +23,8 @@ pub fn redis_options(primary: &RedisServer, fallback: Option<&RedisServer>) -> R
 pub const TTL: Duration = Duration::from_secs(3600);
 
 /// Starts a store and waits until it reports ready.
-pub async fn ready_store(options: &RedisOptions) -> DualRedisStore {
-    let store = DualRedisStore::start(options, TTL).unwrap();
+pub async fn ready_store(options: &RedisOptions) -> RedisStore {
+    let store = RedisStore::start(options, TTL).unwrap();
     wait_for(store.ready(), true).await;
     store
 }

@@ -15,7 +15,7 @@ use session_token::SessionToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::discard::discard_on;
-use super::dual::DualRedisStore;
+use super::dual::RedisStore;
 use super::instance::{InstanceError, Role};
 use super::pair::Shared;
 use super::put::merge_on;
@@ -50,7 +50,7 @@ pub(super) enum CopyTtl {
     RemainingOnFallback,
 }
 
-impl DualRedisStore {
+impl RedisStore {
     /// Waits until every queued copy has been applied or given up.
     pub async fn flush_copies(&self) {
         loop {

@@ -46,8 +46,8 @@ use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
 /// The Redis [`TokenStore`]: a primary instance and an optional fallback, with the write, read
-/// and copy rules of this module's header. Built by [`DualRedisStore::start`].
-pub struct DualRedisStore {
+/// and copy rules of this module's header. Built by [`RedisStore::start`].
+pub struct RedisStore {
     pub(super) shared: Arc<Shared>,
     pub(super) keys: KeyLayout,
     pub(super) read_mode: ReadMode,
@@ -59,7 +59,7 @@ pub struct DualRedisStore {
     pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl DualRedisStore {
+impl RedisStore {
     /// Builds the store and starts its background tasks (health checks, copier). Does not wait
     /// for Redis: the store starts not ready and becomes ready when an instance answers.
     /// `token_ttl` sizes the recovery window of the `primary` read mode.
@@ -215,7 +215,7 @@ fn internal(redis_key: &str, error: &InstanceError) -> StoreError {
     StoreError::Internal(error.to_string())
 }
 
-impl Drop for DualRedisStore {
+impl Drop for RedisStore {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -224,7 +224,7 @@ impl Drop for DualRedisStore {
 }
 
 #[async_trait]
-impl TokenStore for DualRedisStore {
+impl TokenStore for RedisStore {
     async fn put(
         &self,
         key: &StoreKey,

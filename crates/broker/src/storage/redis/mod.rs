@@ -29,7 +29,7 @@ mod samples;
 mod script;
 mod tls;
 
-pub use dual::DualRedisStore;
+pub use dual::RedisStore;
 pub use instance::{InstanceError, InstanceStats, RedisInstance, Role};
 pub use keys::{KeyLayout, LAYOUT_VERSION};
 pub use options::{ReadMode, RedisOptions, RedisUrl};

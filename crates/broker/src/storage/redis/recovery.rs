@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::dual::DualRedisStore;
+use super::dual::RedisStore;
 use super::instance::RedisInstance;
 use super::options::ReadMode;
 use super::pair::{Shared, now_millis};
 
-impl DualRedisStore {
+impl RedisStore {
     pub(super) fn merge_reads_now(&self) -> bool {
         match self.read_mode {
             ReadMode::Merge => true,

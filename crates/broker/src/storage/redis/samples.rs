@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::dual::DualRedisStore;
+use super::dual::RedisStore;
 use crate::metrics::Sample;
 use breaker::STATES as BREAKER_STATES;
 
-impl DualRedisStore {
+impl RedisStore {
     /// The pair's and its instances' metrics, read at scrape time.
     pub(super) fn pair_samples(&self) -> Vec<Sample> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
