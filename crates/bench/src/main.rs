@@ -7,6 +7,7 @@
 mod compare;
 mod load;
 mod memory;
+mod procstat;
 mod report;
 mod workload;
 
@@ -116,11 +117,11 @@ enum Cmd {
         /// Distinct keys loaded (each a 2 ranges x 2 regions token).
         #[arg(long, default_value_t = 1_000_000)]
         keys: u64,
-        /// The broker's token.ttl: must outlast loading the keys plus one --window.
-        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        /// The expiring broker's token.ttl: must outlast loading the keys plus one --window.
+        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// GetToken calls per second in both latency windows (open loop).
-        #[arg(long, default_value_t = 5_000.0)]
+        /// GetToken calls per second to each broker in both latency windows (open loop).
+        #[arg(long, default_value_t = 2_500.0)]
         rate: f64,
         /// Length of the window without expiry.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
