@@ -104,7 +104,8 @@ impl Default for TokenSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemorySettings {
-    /// Most keys the in-memory store holds (approximately: the bound is enforced per shard).
+    /// Most keys the in-memory store holds at once (one bound for the whole store; an expired
+    /// key counts until the sweeper removes it, within about a second).
     pub max_keys: usize,
 }
 
