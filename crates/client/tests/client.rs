@@ -7,16 +7,15 @@ mod support;
 
 use std::time::Duration;
 
-use support::{
-    Broker, HungEndpoint, SCOPE, TEST_DEADLINE, bounded, dead_endpoint, memory_store, token,
-};
+use support::{HungEndpoint, SCOPE, TEST_DEADLINE, bounded, dead_endpoint, token};
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{BreakerConfig, ClientConfig, ClientError, TokenBrokerClient};
 
 #[tokio::test]
 async fn round_robin_spreads_calls_over_every_endpoint() {
     // Two brokers with separate stores: where a key landed shows which broker served the call.
-    let a = Broker::start(memory_store());
-    let b = Broker::start(memory_store());
+    let a = KillableBroker::start(memory_store());
+    let b = KillableBroker::start(memory_store());
     let client =
         TokenBrokerClient::new(ClientConfig::new([a.url(), b.url()]).with_deadline(TEST_DEADLINE))
             .unwrap();
@@ -69,7 +68,7 @@ async fn hung_endpoint_gives_no_token_at_the_deadline_and_counts_it() {
 
 #[tokio::test]
 async fn a_dead_endpoint_costs_a_retry_then_its_breaker_takes_it_out() {
-    let live = Broker::start(memory_store());
+    let live = KillableBroker::start(memory_store());
     let client = TokenBrokerClient::new(
         ClientConfig::new([dead_endpoint(), live.url()])
             .with_deadline(TEST_DEADLINE)
@@ -123,7 +122,7 @@ async fn with_every_breaker_open_calls_fail_fast_without_a_token() {
 
 #[tokio::test]
 async fn a_refused_request_is_a_typed_rejection_not_an_outage() {
-    let broker = Broker::start(memory_store());
+    let broker = KillableBroker::start(memory_store());
     let client =
         TokenBrokerClient::new(ClientConfig::new([broker.url()]).with_deadline(TEST_DEADLINE))
             .unwrap();
@@ -150,8 +149,8 @@ async fn a_refused_request_is_a_typed_rejection_not_an_outage() {
 async fn a_broker_killed_mid_run_never_fails_a_helper_call() {
     // Two replicas sharing one store, as replicas share Redis in production.
     let store = memory_store();
-    let doomed = Broker::start(store.clone());
-    let survivor = Broker::start(store);
+    let doomed = KillableBroker::start(store.clone());
+    let survivor = KillableBroker::start(store);
     let client = TokenBrokerClient::new(
         ClientConfig::new([doomed.url(), survivor.url()]).with_deadline(TEST_DEADLINE),
     )
@@ -161,7 +160,7 @@ async fn a_broker_killed_mid_run_never_fails_a_helper_call() {
     let mut lost_after_kill = Vec::new();
     for i in 0..200u64 {
         if i == 100
-            && let Some(broker) = doomed.take()
+            && let Some(mut broker) = doomed.take()
         {
             broker.kill();
         }
@@ -190,7 +189,7 @@ async fn a_broker_killed_mid_run_never_fails_a_helper_call() {
 /// error), and one call that reaches the broker resets the count.
 #[tokio::test]
 async fn helper_failures_in_a_row_are_counted_until_a_call_succeeds() {
-    let broker = Broker::start(memory_store());
+    let broker = KillableBroker::start(memory_store());
     let client =
         TokenBrokerClient::new(ClientConfig::new([broker.url()]).with_deadline(TEST_DEADLINE))
             .unwrap();

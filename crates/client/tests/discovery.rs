@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Broker, SCOPE, TEST_DEADLINE, bounded, dead_endpoint, memory_store, token};
+use support::{SCOPE, TEST_DEADLINE, bounded, dead_endpoint, token};
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{
     BreakerConfig, ClientConfig, ClientError, Discovery, Resolver, TokenBrokerClient,
 };
@@ -78,7 +79,7 @@ impl TestDns {
 
 /// How many of the keys `{prefix}{0..count}` the broker itself stores: which broker served the
 /// writes, since each test broker has a store of its own.
-async fn stored_on(broker: &Broker, prefix: &str, count: u64) -> u64 {
+async fn stored_on(broker: &KillableBroker, prefix: &str, count: u64) -> u64 {
     let direct = TokenBrokerClient::new(ClientConfig::new([broker.url()])).unwrap();
     let mut found = 0;
     for i in 0..count {
@@ -92,12 +93,12 @@ async fn stored_on(broker: &Broker, prefix: &str, count: u64) -> u64 {
 
 #[tokio::test]
 async fn a_re_resolution_adds_new_brokers_drops_gone_ones_and_keeps_the_rest_as_they_are() {
-    let a = Broker::start(memory_store());
+    let a = KillableBroker::start(memory_store());
     // B is a pod that is down: its breaker opens on the first failed call, which is what shows
     // whether B's endpoint survives the re-resolution or is rebuilt with a fresh breaker.
     let b = dead_endpoint();
-    let c = Broker::start(memory_store());
-    let dns = TestDns::new(Some(vec![a.addr, addr_of(&b)]));
+    let c = KillableBroker::start(memory_store());
+    let dns = TestDns::new(Some(vec![a.addr(), addr_of(&b)]));
     let client = TokenBrokerClient::new(dns.config(NEVER).with_breaker(BreakerConfig {
         failure_threshold: 1,
         open_for: Duration::from_secs(600),
@@ -115,7 +116,7 @@ async fn a_re_resolution_adds_new_brokers_drops_gone_ones_and_keeps_the_rest_as_
         "B failed once, then its breaker kept it out"
     );
 
-    dns.answer(Some(vec![addr_of(&b), c.addr]));
+    dns.answer(Some(vec![addr_of(&b), c.addr()]));
     assert_eq!(bounded(client.refresh_endpoints()).await.unwrap(), 2);
     for i in 0..10 {
         assert!(bounded(client.record_write(SCOPE, &format!("after{i}"), &token(i))).await);
@@ -136,8 +137,8 @@ async fn a_re_resolution_adds_new_brokers_drops_gone_ones_and_keeps_the_rest_as_
 
 #[tokio::test]
 async fn a_failed_or_empty_resolution_keeps_the_brokers_in_use() {
-    let a = Broker::start(memory_store());
-    let dns = TestDns::new(Some(vec![a.addr]));
+    let a = KillableBroker::start(memory_store());
+    let dns = TestDns::new(Some(vec![a.addr()]));
     let client = TokenBrokerClient::new(dns.config(NEVER)).unwrap();
     assert!(bounded(client.record_write(SCOPE, "k0", &token(0))).await);
 
@@ -174,7 +175,7 @@ async fn a_failed_or_empty_resolution_keeps_the_brokers_in_use() {
 
 #[tokio::test]
 async fn a_name_that_does_not_resolve_yet_fails_calls_fast_until_it_does() {
-    let a = Broker::start(memory_store());
+    let a = KillableBroker::start(memory_store());
     let dns = TestDns::new(None);
     // A deadline far longer than a failed lookup: the calls below must not wait for it.
     let deadline = Duration::from_secs(20);
@@ -200,7 +201,7 @@ async fn a_name_that_does_not_resolve_yet_fails_calls_fast_until_it_does() {
     assert_eq!(stats.endpoints, 0);
 
     // The brokers come up.
-    dns.answer(Some(vec![a.addr]));
+    dns.answer(Some(vec![a.addr()]));
     assert_eq!(bounded(client.refresh_endpoints()).await.unwrap(), 1);
     assert!(bounded(client.record_write(SCOPE, "k", &token(1))).await);
     assert_eq!(
@@ -211,14 +212,14 @@ async fn a_name_that_does_not_resolve_yet_fails_calls_fast_until_it_does() {
 
 #[tokio::test]
 async fn the_background_task_re_resolves_on_its_own() {
-    let a = Broker::start(memory_store());
-    let c = Broker::start(memory_store());
-    let dns = TestDns::new(Some(vec![a.addr]));
+    let a = KillableBroker::start(memory_store());
+    let c = KillableBroker::start(memory_store());
+    let dns = TestDns::new(Some(vec![a.addr()]));
     let client = TokenBrokerClient::new(dns.config(Duration::from_millis(10))).unwrap();
     assert!(bounded(client.record_write(SCOPE, "k", &token(1))).await);
     assert_eq!(client.endpoints(), [a.url()]);
 
-    dns.answer(Some(vec![c.addr]));
+    dns.answer(Some(vec![c.addr()]));
     // Lookup n+1 starts only after lookup n's answer was applied (see TestDns::resolver).
     dns.wait_for_lookups(dns.lookups() + 2).await;
 
@@ -229,8 +230,8 @@ async fn the_background_task_re_resolves_on_its_own() {
 
 #[tokio::test]
 async fn the_system_resolver_finds_a_broker_on_localhost() {
-    let broker = Broker::start(memory_store());
-    let port = broker.addr.port();
+    let broker = KillableBroker::start(memory_store());
+    let port = broker.addr().port();
     let client = TokenBrokerClient::new(
         ClientConfig::discover(format!("http://localhost:{port}")).with_deadline(TEST_DEADLINE),
     )
@@ -257,14 +258,14 @@ async fn the_system_resolver_finds_a_broker_on_localhost() {
 
 #[tokio::test]
 async fn dropping_the_last_clone_stops_the_re_resolution() {
-    let a = Broker::start(memory_store());
+    let a = KillableBroker::start(memory_store());
     // The resolver holds `alive`. The background task holds the resolver (through the
     // endpoints) for as long as it runs, so `alive` is dropped only once the task has stopped
     // and the client is gone. Re-resolving every 10 ms: the task is busy, not idle.
     let (alive, mut resolver_dropped) = oneshot::channel::<()>();
     let resolver = move |_host: String, _port: u16| {
         let _held = &alive;
-        let answer = vec![a.addr];
+        let answer = vec![a.addr()];
         async move { Ok(answer) }
     };
     let client = TokenBrokerClient::new(
