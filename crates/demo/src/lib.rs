@@ -11,7 +11,6 @@
 //! stale when it returns an older version of the document (or none). Three phases, each on fresh
 //! pods: without the broker, with the broker, and with the broker killed half way.
 
-pub mod broker;
 pub mod emulator;
 pub mod report;
 pub mod scenario;

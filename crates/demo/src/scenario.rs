@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use azure_data_cosmos::ContainerClient;
 use serde::{Deserialize, Serialize};
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{ClientConfig, TokenBrokerClient};
 use tokenbroker_cosmos::{BrokeredContainer, ContainerScope};
 
-use crate::broker::{BrokerStartError, KillableBroker};
 use crate::emulator::{AccountShape, CONTAINER, DATABASE, EmulatedAccount, EmulatorError};
 use crate::report::{BrokerPhase, KilledPhase, PhaseCounts, Report};
 
@@ -59,8 +59,8 @@ impl Default for ScenarioConfig {
 pub enum ScenarioError {
     #[error(transparent)]
     Emulator(#[from] EmulatorError),
-    #[error("broker: {0}")]
-    Broker(#[from] BrokerStartError),
+    #[error("broker: cannot start: {0}")]
+    Broker(#[from] std::io::Error),
     #[error("broker client: {0}")]
     BrokerClient(#[from] tokenbroker_client::ClientError),
     #[error("setup write failed: {0}")]
@@ -141,12 +141,12 @@ pub async fn run(config: ScenarioConfig) -> Result<Report, ScenarioError> {
 
     let (without, _, _) = run_phase(&account, &config, "without", BrokerUse::None).await?;
 
-    let broker = KillableBroker::start()?;
+    let broker = KillableBroker::try_start(memory_store())?;
     let (with, _, with_failures) =
         run_phase(&account, &config, "with", BrokerUse::Up(&broker)).await?;
     drop(broker);
 
-    let mut doomed = KillableBroker::start()?;
+    let mut doomed = KillableBroker::try_start(memory_store())?;
     let kill_at = config.pairs / 2;
     let (before_kill, after_kill, killed_failures) = run_phase(
         &account,

@@ -11,8 +11,8 @@ use azure_data_cosmos::models::PatchOperation;
 use azure_data_cosmos::{ContainerClient, FeedScope};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use stale_reads::broker::KillableBroker;
 use stale_reads::emulator::{AccountShape, CONTAINER, DATABASE, EmulatedAccount};
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{ClientConfig, TokenBrokerClient};
 use tokenbroker_cosmos::{BrokeredContainer, ContainerScope, KeyStrategy};
 
@@ -41,7 +41,7 @@ impl World {
         })
         .unwrap();
         account.store().pause_replication(READ_REGION);
-        let broker = KillableBroker::start().unwrap();
+        let broker = KillableBroker::start(memory_store());
         let broker_url = broker.url();
         Self {
             _broker: broker,

@@ -16,8 +16,8 @@ use azure_data_cosmos::options::{ItemReadOptions, SessionToken as SdkToken};
 use azure_data_cosmos::{ContainerClient, CosmosClient};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use stale_reads::broker::KillableBroker;
 use stale_reads::emulator::{AccountShape, CONTAINER, DATABASE, EmulatedAccount, RequestObserver};
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{ClientConfig, TokenBrokerClient};
 use tokenbroker_cosmos::{BrokeredContainer, ContainerScope};
 
@@ -94,7 +94,7 @@ impl World {
         )
         .unwrap();
         account.store().pause_replication(READ_REGION);
-        let broker = KillableBroker::start().unwrap();
+        let broker = KillableBroker::start(memory_store());
         let broker_url = broker.url();
         Self {
             _broker: broker,
