@@ -1,20 +1,11 @@
-//! Child processes: the built `tokenbroker` binary, and free loopback ports for it.
+//! Child processes: the built `tokenbroker` binary, on free loopback ports (the test kit's).
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+pub use test_kit::free_port;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
-
-/// A port that was free a moment ago (the OS picked it; the listener is closed before return).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `tokenbroker serve` with the given environment (and no other TOKENBROKER_* variable,
 /// nor `SSL_CERT_FILE`/`SSL_CERT_DIR`).
