@@ -18,7 +18,8 @@ use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::load::{Target, closed_loop, open_loop};
+use crate::load::{RunResult, Target, closed_loop, open_loop};
+use crate::redis_cost::{PairCost, PairCounters};
 use crate::report::{Row, table};
 use crate::workload::{Keys, Workload};
 
@@ -50,6 +51,8 @@ pub struct Summary {
     pub broker_peak_rss_mib: f64,
     pub redis_bytes_per_key: f64,
     pub redis_memory_usage_sample_key: i64,
+    /// What the GetToken and PutToken rows cost each Redis, per RPC.
+    pub redis_costs: Vec<PairCost>,
     pub cpus: usize,
 }
 
@@ -287,27 +290,39 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         &format!("closed c={c}"),
         &noop,
     ));
-    let get = measure(
-        "get",
+    let mut counters = PairCounters::new(redis_conn(&p_url).await?, redis_conn(&f_url).await?);
+    let mut redis_costs = Vec::new();
+    let (get, cost) = measure_with_cost(
+        &mut counters,
+        "GetToken",
         Target::Broker {
             channels: channels.clone(),
             workload: workload([1, 0, 0]),
         },
+        c,
+        args.warmup,
+        d,
     )
-    .await;
+    .await?;
+    redis_costs.push(cost);
     rows.push(Row::new(
         "GetToken (dual Redis)",
         &format!("closed c={c}"),
         &get,
     ));
-    let put = measure(
-        "put",
+    let (put, cost) = measure_with_cost(
+        &mut counters,
+        "PutToken",
         Target::Broker {
             channels: channels.clone(),
             workload: workload([0, 1, 0]),
         },
+        c,
+        args.warmup,
+        d,
     )
-    .await;
+    .await?;
+    redis_costs.push(cost);
     rows.push(Row::new(
         "PutToken (dual Redis)",
         &format!("closed c={c}"),
@@ -411,6 +426,7 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
     ));
 
     let half_get = get.throughput() / 2.0;
+    let started = counters.start().await?;
     let open_get = open_loop(
         Arc::new(Target::Broker {
             channels: channels.clone(),
@@ -421,6 +437,11 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         10_000,
     )
     .await;
+    redis_costs.push(
+        counters
+            .finish("GetToken at half max", started, open_get.ops)
+            .await?,
+    );
     rows.push(Row::new(
         "GetToken at half max",
         &format!("open {half_get:.0}/s"),
@@ -443,6 +464,7 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         &open_noop,
     ));
     let half_put = put.throughput() / 2.0;
+    let started = counters.start().await?;
     let open_put = open_loop(
         Arc::new(Target::Broker {
             channels: channels.clone(),
@@ -453,6 +475,11 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         10_000,
     )
     .await;
+    redis_costs.push(
+        counters
+            .finish("PutToken at half max", started, open_put.ops)
+            .await?,
+    );
     rows.push(Row::new(
         "PutToken at half max",
         &format!("open {half_put:.0}/s"),
@@ -480,9 +507,28 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
         broker_peak_rss_mib: rss,
         redis_bytes_per_key: bytes_per_key,
         redis_memory_usage_sample_key: usage,
+        redis_costs,
         cpus,
         rows,
     })
+}
+
+/// A closed-loop row measured after its warm-up, with what it cost each Redis.
+async fn measure_with_cost(
+    counters: &mut PairCounters,
+    name: &str,
+    target: Target,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(RunResult, PairCost), String> {
+    let target = Arc::new(target);
+    closed_loop(target.clone(), concurrency, warmup).await;
+    let started = counters.start().await?;
+    let r = closed_loop(target, concurrency, duration).await;
+    eprintln!("{name}: {:.0} ops/s", r.throughput());
+    let cost = counters.finish(name, started, r.ops).await?;
+    Ok((r, cost))
 }
 
 pub(crate) async fn wait_ready(channel: &Channel) -> Result<(), String> {
@@ -533,6 +579,8 @@ async fn hot_key_lost(channel: &Channel, acked: &[u64]) -> Result<u64, String> {
 
 pub fn print(summary: &Summary) {
     print!("{}", table(&summary.rows));
+    println!();
+    print!("{}", crate::redis_cost::table(&summary.redis_costs));
     let check = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!();
     println!(

@@ -8,6 +8,7 @@ mod compare;
 mod load;
 mod memory;
 mod procstat;
+mod redis_cost;
 mod report;
 mod workload;
 
