@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::TokenStore;
+use broker::metrics::LATENCY_BUCKETS;
 use broker::storage::redis::RedisStore;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -24,8 +25,11 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
-use tokenbroker_proto::v1::{GetTokenRequest, MergeTokenRequest, PutTokenRequest};
+use tokenbroker_proto::v1::{
+    DiscardTokenRequest, GetTokenRequest, MergeTokenRequest, PutTokenRequest,
+};
 use tokenbroker_server::config::{LogSettings, TelemetrySettings};
+use tokenbroker_server::rpc::{CODES, Method, status_name};
 use tokenbroker_server::telemetry;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -394,8 +398,58 @@ fn label_names(line: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every metric in the docs is in the scrape, with its type and exactly its labels, and every
-/// metric in the scrape is documented.
+/// The values docs/observability.md lists for `label` in a metric's meaning cell: the
+/// backticked words after "`label`:" up to the end of that sentence.
+fn documented_values(metric: &str, label: &str) -> BTreeSet<String> {
+    let doc = include_str!("../../docs/observability.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{metric}` ")))
+        .unwrap_or_else(|| panic!("{metric} is not in the table"));
+    let after = row
+        .split_once(&format!("`{label}`:"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no values of {label} for {metric}"));
+    let sentence = after.split_once(". ").map_or(after, |(s, _)| s);
+    sentence
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The histogram buckets docs/observability.md lists ("Histogram buckets (seconds): ...").
+fn documented_buckets() -> Vec<String> {
+    let doc = include_str!("../../docs/observability.md").replace('\n', " ");
+    let (_, after) = doc.split_once("Histogram buckets (seconds):").unwrap();
+    let (list, _) = after.split_once(". ").unwrap();
+    list.split(',').map(|b| b.trim().to_owned()).collect()
+}
+
+/// The method and code labels, the buckets and the status names in the docs are the code's: every
+/// method, the 17 gRPC status names of the specification, `LATENCY_BUCKETS`.
+#[test]
+fn documented_label_values_and_buckets_are_the_codes() {
+    let methods: BTreeSet<String> = Method::ALL.iter().map(|m| m.name().to_owned()).collect();
+    assert_eq!(
+        documented_values("tokenbroker_rpc_duration_seconds", "method"),
+        methods
+    );
+    let codes: BTreeSet<String> = CODES.iter().map(|c| status_name(*c).to_owned()).collect();
+    assert_eq!(codes.len(), 17);
+    assert_eq!(
+        documented_values("tokenbroker_rpc_duration_seconds", "code"),
+        codes
+    );
+    let mut buckets: Vec<String> = LATENCY_BUCKETS.iter().map(f64::to_string).collect();
+    buckets.push("+Inf".into());
+    assert_eq!(documented_buckets(), buckets);
+}
+
+/// Every metric in the docs is in the scrape, with its type and exactly its labels; every
+/// metric in the scrape is documented, with documented `method` and `code` values and the
+/// documented buckets.
 #[tokio::test]
 async fn every_documented_metric_is_scraped_with_its_labels() {
     let documented = documented_metrics();
@@ -415,7 +469,63 @@ async fn every_documented_metric_is_scraped_with_its_labels() {
     })
     .await
     .unwrap();
+    // Every method, and a caller's error, so that their series are checked too.
+    let refused = c
+        .put_token(PutTokenRequest {
+            scope: "acct/db/m".into(),
+            key: "k".into(),
+            session_token: "not a token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    c.get_token(GetTokenRequest {
+        scope: "acct/db/m".into(),
+        key: "k".into(),
+        partition_key_range_ids: vec![],
+    })
+    .await
+    .unwrap();
+    c.merge_token(MergeTokenRequest {
+        session_tokens: vec!["0:1#1".into()],
+    })
+    .await
+    .unwrap();
+    c.discard_token(DiscardTokenRequest {
+        scope: "acct/db/m".into(),
+        key: "k".into(),
+        session_token: "0:1#1".into(),
+        partition_key_range_ids: vec![],
+    })
+    .await
+    .unwrap();
     let scrape = broker.scrape().await;
+
+    let label_value = |line: &str, label: &str| {
+        let (_, rest) = line.split_once(&format!("{label}=\"")).unwrap();
+        rest.split_once('"').unwrap().0.to_owned()
+    };
+    let rpc_counts: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("tokenbroker_rpc_duration_seconds_count{"))
+        .collect();
+    let methods = documented_values("tokenbroker_rpc_duration_seconds", "method");
+    let codes = documented_values("tokenbroker_rpc_duration_seconds", "code");
+    let seen: BTreeSet<(String, String)> = rpc_counts
+        .iter()
+        .map(|l| (label_value(l, "method"), label_value(l, "code")))
+        .inspect(|(m, c)| assert!(methods.contains(m) && codes.contains(c), "{m} {c}"))
+        .collect();
+    for method in &methods {
+        assert!(seen.contains(&(method.clone(), "OK".into())), "{seen:?}");
+    }
+    assert!(seen.contains(&("PutToken".into(), "INVALID_ARGUMENT".into())));
+    let buckets: Vec<String> = scrape
+        .lines()
+        .filter(|l| l.starts_with("tokenbroker_rpc_duration_seconds_bucket{method=\"GetToken\""))
+        .map(|l| label_value(l, "le"))
+        .collect();
+    assert_eq!(buckets, documented_buckets());
 
     let mut typed = HashMap::new();
     for line in scrape.lines() {

@@ -342,7 +342,7 @@ async fn served_ok(metrics_port: u16) -> u64 {
     }
     body.lines()
         .filter(|l| {
-            l.starts_with("tokenbroker_rpc_duration_seconds_count") && l.contains("code=\"Ok\"")
+            l.starts_with("tokenbroker_rpc_duration_seconds_count") && l.contains("code=\"OK\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()

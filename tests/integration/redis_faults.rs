@@ -372,9 +372,9 @@ async fn metrics_say_which_instance_is_down() {
         "tokenbroker_redis_breaker_state{instance=\"fallback\",state=\"closed\"} 1",
         "tokenbroker_degraded_gets_total 1",
         "tokenbroker_store_degraded_reads_total 1",
-        "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"Ok\"} 1",
-        "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"InvalidArgument\"} 1",
-        "tokenbroker_rpc_duration_seconds_count{method=\"GetToken\",code=\"Ok\"} 1",
+        "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"OK\"} 1",
+        "tokenbroker_rpc_duration_seconds_count{method=\"PutToken\",code=\"INVALID_ARGUMENT\"} 1",
+        "tokenbroker_rpc_duration_seconds_count{method=\"GetToken\",code=\"OK\"} 1",
     ] {
         assert!(after.contains(line), "missing {line:?} in\n{after}");
     }

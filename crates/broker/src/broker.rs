@@ -5,13 +5,12 @@
 //! caller's Cosmos read goes ahead with the database's normal session semantics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use session_token::{MergeError, SessionToken};
 
 use crate::limits::{InvalidArgument, Limits};
-use crate::metrics::Sample;
+use crate::metrics::BrokerMetrics;
 use crate::storage::discard::Discarded;
 use crate::storage::{PutParams, StoreError, StoreKey, TokenStore};
 
@@ -74,30 +73,25 @@ pub struct Broker {
     store: Arc<dyn TokenStore>,
     limits: Limits,
     options: BrokerSettings,
-    degraded_gets: Arc<AtomicU64>,
+    metrics: BrokerMetrics,
 }
 
 impl Broker {
     /// A broker over `store`. `limits` are taken as given (check them with
-    /// [`Limits::validate`] first); `options.ttl` applies to every put.
+    /// [`Limits::validate`] first); `options.ttl` applies to every put. Records no metrics
+    /// until given handles ([`Broker::with_metrics`]).
     pub fn new(store: Arc<dyn TokenStore>, limits: Limits, options: BrokerSettings) -> Self {
         Self {
             store,
             limits,
             options,
-            degraded_gets: Arc::default(),
+            metrics: BrokerMetrics::default(),
         }
     }
 
-    /// The broker's and its store's metrics.
-    pub fn samples(&self) -> Vec<Sample> {
-        let mut out = vec![Sample::counter(
-            "tokenbroker_degraded_gets_total",
-            "GetToken answers flagged degraded (store partly or wholly unavailable).",
-            self.degraded_gets.load(Ordering::Relaxed),
-        )];
-        out.extend(self.store.samples());
-        out
+    /// The broker, recording into `metrics` (registered with the serving server's recorder).
+    pub fn with_metrics(self, metrics: BrokerMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The store the broker reads and writes, for health checks and start-up logs.
@@ -142,7 +136,7 @@ impl Broker {
         let lookup = match self.store.get(&StoreKey::new(scope, key)).await {
             Ok(lookup) => lookup,
             Err(e) => {
-                self.degraded_gets.fetch_add(1, Ordering::Relaxed);
+                self.metrics.degraded_gets.increment(1);
                 tracing::debug!(error = %e, "GetToken degraded: store unavailable, answering not found");
                 return Ok(GetResult {
                     token: None,
@@ -151,7 +145,7 @@ impl Broker {
             }
         };
         if lookup.degraded {
-            self.degraded_gets.fetch_add(1, Ordering::Relaxed);
+            self.metrics.degraded_gets.increment(1);
         }
         let token = match (lookup.token, ranges.is_empty()) {
             (Some(t), false) => t.filter(ranges),

@@ -11,7 +11,6 @@
 //! policy every caller may do everything, as before policies existed.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -23,6 +22,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::metrics::Denials;
 use crate::policy::{Access, AuthSettings, Policy, Principal};
 
 /// Who is calling, as far as the request shows.
@@ -76,18 +76,11 @@ fn subject_names(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Denials by reason, for the metrics.
-#[derive(Debug, Default)]
-pub struct Denials {
-    pub unauthenticated: AtomicU64,
-    pub permission_denied: AtomicU64,
-}
-
 /// Checks callers against the policy in force (reloaded in the background).
 #[derive(Clone)]
 pub struct Authorizer {
     policy: Option<Arc<RwLock<Arc<Policy>>>>,
-    pub denials: Arc<Denials>,
+    denials: Denials,
     reloads: watch::Sender<u64>,
 }
 
@@ -96,7 +89,7 @@ impl Authorizer {
     pub fn allow_all() -> Self {
         Self {
             policy: None,
-            denials: Arc::default(),
+            denials: Denials::default(),
             reloads: watch::Sender::new(0),
         }
     }
@@ -115,6 +108,11 @@ impl Authorizer {
             Some(path) => Ok(Self::with_policy(Policy::load(path)?)),
             None => Ok(Self::allow_all()),
         }
+    }
+
+    /// The authorizer, counting its denials in `denials` (the serving server's handles).
+    pub fn with_denials(self, denials: Denials) -> Self {
+        Self { denials, ..self }
     }
 
     pub fn enforcing(&self) -> bool {
@@ -154,7 +152,7 @@ impl Authorizer {
             .filter(|r| applies(&r.principal))
             .collect();
         if caller.names.is_empty() && mine.is_empty() {
-            self.denials.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            self.denials.unauthenticated.increment(1);
             let reason = if caller.bearer_sha256.is_some() {
                 "the bearer token is not recognized"
             } else {
@@ -168,9 +166,7 @@ impl Authorizer {
         if mine.iter().any(|r| r.allows(scope, access)) {
             return Ok(());
         }
-        self.denials
-            .permission_denied
-            .fetch_add(1, Ordering::Relaxed);
+        self.denials.permission_denied.increment(1);
         Err(Status::permission_denied(format!(
             "no rule of the policy grants {} access to scope {scope:?}",
             access.as_str()

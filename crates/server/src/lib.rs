@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod metrics;
 pub mod policy;
+pub mod rpc;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -1,172 +1,191 @@
-//! Metrics: RPC counts and latency by method and status, plus the broker's and store's samples,
-//! published on a Prometheus scrape endpoint (`metrics.listen`, path `/metrics`).
+//! Metrics: RPC counts and latency by method and status, authorization denials, and the
+//! broker's and store's own metrics, published on a Prometheus scrape endpoint
+//! (`metrics.listen`, path `/metrics`). Every metric is documented in docs/observability.md.
 //!
-//! Why hand-rolled histograms (`broker::metrics::Histogram`): recording sits on every request,
-//! so it is a few relaxed atomic adds into fixed arrays (method × status code × bucket), with no
-//! lock and no allocation. Labels are bounded by construction: four methods, seventeen gRPC
-//! codes, instance roles, breaker states; never a scope or a key. Every metric is documented in
-//! docs/observability.md.
+//! Why the `metrics` facade with `metrics-exporter-prometheus`: one facade for every crate (the
+//! domain registers its handles through it and never sees the exporter), both crates well kept
+//! (metrics-rs), and the exporter renders the Prometheus text format, so no hand-made samples,
+//! histograms or rendering remain. OpenTelemetry metrics were considered and rejected: its
+//! Prometheus exporter is discontinued upstream (OTLP push is what it offers instead), and
+//! pushing would add the SDK's metrics half and a collector for what one scrape gives.
+//!
+//! Why one recorder per server, never a global one: a process may serve several brokers (the
+//! integration tests run replicas side by side), each with its own `/metrics`. [`Metrics`] owns
+//! the recorder; the broker, the store and the authorizer get handles registered with it. The
+//! exporter's histograms buffer samples until they are drained, so a background task runs its
+//! upkeep ([`Metrics::run_upkeep`]) whether or not anyone scrapes.
+//!
+//! Why RPC series are registered on first use: a `tokenbroker_rpc_duration_seconds` series
+//! exists once its method has ended with that status at least once (4 methods × 17 codes
+//! registered up front would be a thousand lines of zeros per scrape). Labels are bounded by
+//! construction: [`Method`] × the 17 gRPC codes, instance roles, breaker states; never a scope or
+//! a key.
 
-use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use broker::Broker;
-
-use crate::auth::Denials;
-use broker::metrics::{Histogram, HistogramSnapshot, Kind, LATENCY_BUCKETS, Sample};
+use ::metrics::{Counter, Histogram, Recorder};
+use broker::metrics::{LATENCY_BUCKETS, Registrar};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::net::TcpListener;
+use tonic::Code;
 
-pub const METHODS: [&str; 4] = ["PutToken", "GetToken", "MergeToken", "DiscardToken"];
-const CODES: usize = 17;
+use crate::rpc::{CODES, Method, status_name};
 
-/// RPC counters, shared by the service (which records) and the endpoint (which renders).
-pub struct RpcMetrics {
-    /// One histogram per method × status code.
-    series: Vec<Histogram>,
-    /// Calls refused by the authorization policy, by reason (shared with the authorizer).
-    pub denials: Arc<Denials>,
+const RPC_DURATION: &str = "tokenbroker_rpc_duration_seconds";
+
+/// How often the exporter's buffered histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Calls refused by the authorization policy, by reason (held by the authorizer).
+#[derive(Clone)]
+pub struct Denials {
+    pub unauthenticated: Counter,
+    pub permission_denied: Counter,
 }
 
-impl Default for RpcMetrics {
+impl Default for Denials {
+    /// No-op handles.
     fn default() -> Self {
-        Self::with_denials(Arc::default())
-    }
-}
-
-impl RpcMetrics {
-    /// Metrics that also report the authorizer's `denials`.
-    pub fn with_denials(denials: Arc<Denials>) -> Self {
         Self {
-            series: (0..METHODS.len() * CODES)
-                .map(|_| Histogram::default())
-                .collect(),
-            denials,
+            unauthenticated: Counter::noop(),
+            permission_denied: Counter::noop(),
         }
     }
 }
 
-impl RpcMetrics {
-    /// Records one call of `METHODS[method]` that ended with `code` after `elapsed`.
-    pub fn record(&self, method: usize, code: tonic::Code, elapsed: Duration) {
-        let code = (code as usize).min(CODES - 1);
-        if let Some(series) = self.series.get(method * CODES + code) {
-            series.observe(elapsed);
-        }
-    }
+/// One server's metrics: its recorder and the RPC series. Cheap to clone (shared). A disabled
+/// one (no `/metrics` endpoint) records nothing.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Option<Arc<Inner>>,
+}
 
-    /// Samples of the calls seen so far (method × code pairs never seen are left out).
-    fn samples(&self) -> Vec<Sample> {
-        let mut out = Vec::new();
-        for (reason, count) in [
-            ("unauthenticated", &self.denials.unauthenticated),
-            ("permission_denied", &self.denials.permission_denied),
-        ] {
-            out.push(
-                Sample::counter(
-                    "tokenbroker_auth_denials_total",
-                    "Calls refused by the authorization policy, by reason.",
-                    count.load(std::sync::atomic::Ordering::Relaxed),
-                )
-                .label("reason", reason),
-            );
-        }
-        for (m, method) in METHODS.iter().enumerate() {
-            for c in 0..CODES {
-                let h = &self.series[m * CODES + c];
-                if h.count() == 0 {
-                    continue;
-                }
-                let code = format!("{:?}", tonic::Code::from(c as i32));
-                out.push(
-                    Sample::histogram(
-                        "tokenbroker_rpc_duration_seconds",
-                        "gRPC calls by method and status code, with their latency.",
-                        h,
-                    )
-                    .label("method", *method)
-                    .label("code", code),
-                );
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// One latency histogram per method × status code, registered on first use.
+    rpc: [[OnceLock<Histogram>; CODES.len()]; Method::ALL.len()],
+    denials: Denials,
+}
+
+impl Metrics {
+    /// A recorder of its own, with the latency buckets of docs/observability.md.
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        // The buckets are a non-empty constant, so this cannot fail; if it ever did, the
+        // exporter's default buckets would still publish every series.
+        let builder = match builder.set_buckets(&LATENCY_BUCKETS) {
+            Ok(with_buckets) => with_buckets,
+            Err(error) => {
+                tracing::error!(%error, "latency buckets refused: the exporter's defaults apply");
+                PrometheusBuilder::new()
             }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let r = Registrar::new(&recorder);
+        let help = "Calls refused by the authorization policy, by reason.";
+        let denials = Denials {
+            unauthenticated: r.counter(
+                "tokenbroker_auth_denials_total",
+                help,
+                &[("reason", "unauthenticated")],
+            ),
+            permission_denied: r.counter(
+                "tokenbroker_auth_denials_total",
+                help,
+                &[("reason", "permission_denied")],
+            ),
+        };
+        recorder.describe_histogram(
+            RPC_DURATION.into(),
+            None,
+            "gRPC calls by method and status code, with their latency.".into(),
+        );
+        Self {
+            inner: Some(Arc::new(Inner {
+                recorder,
+                handle,
+                rpc: Default::default(),
+                denials,
+            })),
         }
-        out
+    }
+
+    /// Metrics that record nothing (no `/metrics` endpoint).
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// The recorder to register handles with; `None` when disabled.
+    pub fn recorder(&self) -> Option<&dyn Recorder> {
+        self.inner.as_ref().map(|i| &i.recorder as &dyn Recorder)
+    }
+
+    /// The authorizer's handles.
+    pub fn denials(&self) -> Denials {
+        self.inner
+            .as_ref()
+            .map(|i| i.denials.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records one call of `method` that ended with `code` after `elapsed`.
+    pub fn record(&self, method: Method, code: Code, elapsed: Duration) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let Some(slot) = inner
+            .rpc
+            .get(method.index())
+            .and_then(|by_code| by_code.get(code as usize))
+        else {
+            return;
+        };
+        slot.get_or_init(|| {
+            Registrar::new(&inner.recorder).histogram(
+                RPC_DURATION,
+                "gRPC calls by method and status code, with their latency.",
+                &[("method", method.name()), ("code", status_name(code))],
+            )
+        })
+        .record(elapsed);
+    }
+
+    /// The scrape, in the Prometheus text format (empty when disabled).
+    pub fn render(&self) -> String {
+        self.inner
+            .as_ref()
+            .map(|i| i.handle.render())
+            .unwrap_or_default()
+    }
+
+    /// Folds the histogram samples buffered since the last upkeep into their buckets, so the
+    /// buffers stay small between scrapes.
+    pub fn run_upkeep(&self) {
+        if let Some(inner) = &self.inner {
+            inner.handle.run_upkeep();
+        }
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders samples in the Prometheus text format, one HELP/TYPE header per metric name.
-pub fn render_samples(samples: &[Sample], out: &mut String) {
-    let mut last = "";
-    for s in samples {
-        if s.name != last {
-            let kind = match s.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-                Kind::Histogram => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", s.name);
-            last = s.name;
-        }
-        let labels: Vec<String> = s
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let labels = labels.join(",");
-        match &s.histogram {
-            Some(h) => render_histogram(s.name, &labels, h, out),
-            None if labels.is_empty() => {
-                let _ = writeln!(out, "{} {}", s.name, s.value);
-            }
-            None => {
-                let _ = writeln!(out, "{}{{{labels}}} {}", s.name, s.value);
-            }
-        }
+/// Runs [`Metrics::run_upkeep`] every few seconds until the task is aborted.
+pub async fn upkeep(metrics: Metrics) {
+    let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        metrics.run_upkeep();
     }
-}
-
-/// Writes the `_bucket`, `_sum` and `_count` lines of one histogram series.
-fn render_histogram(name: &str, labels: &str, h: &HistogramSnapshot, out: &mut String) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    let bounds = LATENCY_BUCKETS
-        .iter()
-        .map(|b| b.to_string())
-        .chain(std::iter::once("+Inf".to_owned()));
-    for (bound, count) in bounds.zip(&h.cumulative) {
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-    }
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_seconds);
-    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
-}
-
-/// The whole scrape: RPC metrics, then broker and store samples (grouped by name).
-pub fn render(rpc: &RpcMetrics, broker: &Broker) -> String {
-    let mut out = String::with_capacity(16384);
-    let mut samples = rpc.samples();
-    samples.extend(broker.samples());
-    // Stable: series of one name keep their order.
-    samples.sort_by_key(|s| s.name);
-    render_samples(&samples, &mut out);
-    out
 }
 
 /// Serves `/metrics` on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, rpc: Arc<RpcMetrics>, broker: Broker) {
+pub async fn serve(listener: TcpListener, metrics: Metrics) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let body = render(&rpc, &broker);
+            let body = metrics.render();
             async move {
                 (
                     [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
@@ -177,5 +196,59 @@ pub async fn serve(listener: TcpListener, rpc: Arc<RpcMetrics>, broker: Broker) 
     );
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_series_appear_once_used_with_the_standard_code_names() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render().contains(RPC_DURATION));
+        metrics.record(Method::GetToken, Code::Ok, Duration::from_micros(300));
+        metrics.record(
+            Method::PutToken,
+            Code::InvalidArgument,
+            Duration::from_secs(2),
+        );
+        let scrape = metrics.render();
+        for line in [
+            "# TYPE tokenbroker_rpc_duration_seconds histogram",
+            "tokenbroker_rpc_duration_seconds_bucket{method=\"GetToken\",code=\"OK\",le=\"0.00025\"} 0",
+            "tokenbroker_rpc_duration_seconds_bucket{method=\"GetToken\",code=\"OK\",le=\"0.0005\"} 1",
+            "tokenbroker_rpc_duration_seconds_count{method=\"GetToken\",code=\"OK\"} 1",
+            "tokenbroker_rpc_duration_seconds_bucket{method=\"PutToken\",code=\"INVALID_ARGUMENT\",le=\"1\"} 0",
+            "tokenbroker_rpc_duration_seconds_bucket{method=\"PutToken\",code=\"INVALID_ARGUMENT\",le=\"+Inf\"} 1",
+            "tokenbroker_auth_denials_total{reason=\"unauthenticated\"} 0",
+        ] {
+            assert!(scrape.contains(line), "missing {line:?} in\n{scrape}");
+        }
+        assert_eq!(
+            scrape
+                .lines()
+                .filter(|l| l.starts_with("tokenbroker_rpc_duration_seconds_count"))
+                .count(),
+            2,
+            "{scrape}"
+        );
+    }
+
+    #[test]
+    fn two_servers_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.record(Method::MergeToken, Code::Ok, Duration::from_millis(1));
+        assert!(a.render().contains("method=\"MergeToken\""));
+        assert!(!b.render().contains("method=\"MergeToken\""));
+    }
+
+    #[test]
+    fn disabled_metrics_record_nothing() {
+        let metrics = Metrics::disabled();
+        metrics.record(Method::GetToken, Code::Ok, Duration::from_millis(1));
+        metrics.run_upkeep();
+        assert!(metrics.render().is_empty());
+        assert!(metrics.recorder().is_none());
     }
 }

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use broker::metrics::BrokerMetrics;
 use broker::storage::memory::MemoryStore;
 use broker::storage::redis::RedisStore;
 use broker::{Broker, BrokerSettings, TokenStore};
@@ -26,7 +27,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::Authorizer;
 use crate::config::{ServerSettings, Settings};
-use crate::metrics::RpcMetrics;
+use crate::metrics::Metrics;
 use crate::service::TokenBrokerService;
 use crate::tls::TlsConfigs;
 
@@ -201,7 +202,13 @@ pub async fn serve_with(
         metrics: metrics_listener,
         health: health_listener,
     } = listeners;
-    let auth = Authorizer::from_settings(&settings.auth)?;
+    // One recorder per server (several may share a process); none without a /metrics endpoint.
+    let metrics = if metrics_listener.is_some() {
+        Metrics::new()
+    } else {
+        Metrics::disabled()
+    };
+    let auth = Authorizer::from_settings(&settings.auth)?.with_denials(metrics.denials());
     let tls = if settings.server.tls.enabled() {
         Some(TlsConfigs::new(crate::tls::load(&settings.server.tls)?))
     } else {
@@ -220,17 +227,20 @@ pub async fn serve_with(
         }
     };
     warn_if_open(&settings, &auth);
-    let broker = Broker::new(
+    let mut broker = Broker::new(
         store.clone(),
         settings.limits.clone(),
         BrokerSettings {
             ttl: settings.token.ttl,
         },
     );
-    let rpc_metrics = Arc::new(RpcMetrics::with_denials(auth.denials.clone()));
+    if let Some(recorder) = metrics.recorder() {
+        broker = broker.with_metrics(BrokerMetrics::register(recorder));
+        store.register_metrics(recorder);
+    }
     let service = TokenBrokerServer::new(TokenBrokerService::with_authorizer(
-        broker.clone(),
-        rpc_metrics.clone(),
+        broker,
+        metrics.clone(),
         auth.clone(),
     ))
     .max_decoding_message_size(settings.server.max_message_bytes);
@@ -255,9 +265,9 @@ pub async fn serve_with(
         tracing::info!(listen = ?metrics_listener.local_addr().ok(), "metrics on /metrics");
         background.push(tokio::spawn(crate::metrics::serve(
             metrics_listener,
-            rpc_metrics,
-            broker,
+            metrics.clone(),
         )));
+        background.push(tokio::spawn(crate::metrics::upkeep(metrics)));
     }
 
     if let Some(path) = &settings.auth.policy_file {

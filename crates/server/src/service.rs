@@ -16,21 +16,13 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::{Authorizer, Caller};
-use crate::metrics::{METHODS, RpcMetrics};
+use crate::metrics::Metrics;
 use crate::policy::Access;
+use crate::rpc::Method;
 use crate::telemetry;
-
-/// Span names: the full gRPC method names, in the order of [`METHODS`].
-pub const SPAN_NAMES: [&str; 4] = [
-    "tokenbroker.v1.TokenBroker/PutToken",
-    "tokenbroker.v1.TokenBroker/GetToken",
-    "tokenbroker.v1.TokenBroker/MergeToken",
-    "tokenbroker.v1.TokenBroker/DiscardToken",
-];
 
 /// Codes that mark a server span as failed (OpenTelemetry's gRPC conventions): the others are
 /// the caller's errors, not the server's.
@@ -48,18 +40,18 @@ fn server_error(code: Code) -> bool {
 
 pub struct TokenBrokerService {
     broker: Broker,
-    metrics: Arc<RpcMetrics>,
+    metrics: Metrics,
     auth: Authorizer,
 }
 
 impl TokenBrokerService {
     /// The service; every caller may do everything (no policy).
-    pub fn new(broker: Broker, metrics: Arc<RpcMetrics>) -> Self {
+    pub fn new(broker: Broker, metrics: Metrics) -> Self {
         Self::with_authorizer(broker, metrics, Authorizer::allow_all())
     }
 
     /// The service, checking every call with `auth` first.
-    pub fn with_authorizer(broker: Broker, metrics: Arc<RpcMetrics>, auth: Authorizer) -> Self {
+    pub fn with_authorizer(broker: Broker, metrics: Metrics, auth: Authorizer) -> Self {
         Self {
             broker,
             metrics,
@@ -71,18 +63,18 @@ impl TokenBrokerService {
     /// records its status and latency.
     async fn measured<T>(
         &self,
-        method: usize,
+        method: Method,
         metadata: &MetadataMap,
         body: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         let span = tracing::debug_span!(
             "rpc",
-            otel.name = SPAN_NAMES[method],
+            otel.name = method.span_name(),
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             rpc.system = "grpc",
             rpc.service = SERVICE_NAME,
-            rpc.method = METHODS[method],
+            rpc.method = method.name(),
             rpc.grpc.status_code = tracing::field::Empty,
         );
         telemetry::set_remote_parent(&span, metadata);
@@ -117,7 +109,7 @@ impl TokenBroker for TokenBrokerService {
     ) -> Result<Response<PutTokenResponse>, Status> {
         let (metadata, extensions, r) = request.into_parts();
         let caller = Caller::from_request(&metadata, &extensions);
-        self.measured(0, &metadata, async {
+        self.measured(Method::PutToken, &metadata, async {
             self.auth
                 .check(&caller, Some(&r.scope), Some(Access::Write))?;
             let stored = self
@@ -138,7 +130,7 @@ impl TokenBroker for TokenBrokerService {
     ) -> Result<Response<GetTokenResponse>, Status> {
         let (metadata, extensions, r) = request.into_parts();
         let caller = Caller::from_request(&metadata, &extensions);
-        self.measured(1, &metadata, async {
+        self.measured(Method::GetToken, &metadata, async {
             self.auth
                 .check(&caller, Some(&r.scope), Some(Access::Read))?;
             let result = self
@@ -161,7 +153,7 @@ impl TokenBroker for TokenBrokerService {
     ) -> Result<Response<MergeTokenResponse>, Status> {
         let (metadata, extensions, r) = request.into_parts();
         let caller = Caller::from_request(&metadata, &extensions);
-        self.measured(2, &metadata, async {
+        self.measured(Method::MergeToken, &metadata, async {
             self.auth.check(&caller, None, None)?;
             let merged = self.broker.merge(&r.session_tokens).map_err(status)?;
             Ok(MergeTokenResponse {
@@ -177,7 +169,7 @@ impl TokenBroker for TokenBrokerService {
     ) -> Result<Response<DiscardTokenResponse>, Status> {
         let (metadata, extensions, r) = request.into_parts();
         let caller = Caller::from_request(&metadata, &extensions);
-        self.measured(3, &metadata, async {
+        self.measured(Method::DiscardToken, &metadata, async {
             self.auth
                 .check(&caller, Some(&r.scope), Some(Access::Write))?;
             let discarded = self
@@ -211,17 +203,5 @@ impl TokenBroker for TokenBrokerService {
             })
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn span_names_are_the_full_method_names() {
-        for (name, method) in SPAN_NAMES.iter().zip(METHODS) {
-            assert_eq!(*name, format!("{SERVICE_NAME}/{method}"));
-        }
     }
 }

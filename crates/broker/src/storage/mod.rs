@@ -129,8 +129,12 @@ pub trait TokenStore: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// The store's metrics, read at scrape time.
-    fn samples(&self) -> Vec<crate::metrics::Sample> {
-        Vec::new()
+    /// Registers the store's metrics with `recorder`, the one of the server that serves the
+    /// store, and records into them from then on (see [`crate::metrics`] for why this happens
+    /// when serving starts, not at construction). Counters start from what the store counted
+    /// before. A store publishes to one recorder: later calls are ignored. Default: the store has
+    /// no metrics of its own.
+    fn register_metrics(&self, recorder: &dyn ::metrics::Recorder) {
+        let _ = recorder;
     }
 }

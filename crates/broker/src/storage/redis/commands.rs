@@ -6,13 +6,13 @@
 //! broker asks of Redis, which is what the ACL rule in docs/redis.md must allow.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Value;
 use tokio::sync::oneshot;
 
 use super::instance::{InstanceError, MAX_BATCH, PendingGet, RedisInstance};
+use super::metrics::InstanceEvent;
 use super::script::{
     COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, PUT_IF_UNCHANGED_SCRIPT, decode,
 };
@@ -104,7 +104,7 @@ impl RedisInstance {
 
     /// A put lost a compare-and-set to a concurrent writer (counted for the metrics).
     pub(crate) fn note_cas_conflict(&self) {
-        self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
+        self.count(InstanceEvent::CasConflict);
     }
 
     /// Replaces the value of `key` with `new` (deleting it when `None`), keeping its TTL, only

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::discard::discard_on;
 use super::dual::RedisStore;
 use super::instance::{InstanceError, Role};
+use super::metrics::PairEvent;
 use super::pair::Shared;
 use super::put::merge_on;
 use super::script::MergeReply;
@@ -69,15 +70,9 @@ impl RedisStore {
         if self.shared.instance(target).is_none() {
             return false;
         }
-        self.shared
-            .stats
-            .copies_pending
-            .fetch_add(1, Ordering::AcqRel);
+        self.shared.copy_queued();
         if self.copies.try_send(Copy { target, key, op }).is_err() {
-            self.shared
-                .stats
-                .copies_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.count(PairEvent::CopyDropped);
             self.shared.copy_finished();
             tracing::warn!(target = target.as_str(), "copy queue full: copy dropped");
             return false;
@@ -111,10 +106,7 @@ impl RedisStore {
     }
 
     pub(super) fn repair(&self, redis_key: String, token: &SessionToken) {
-        self.shared
-            .stats
-            .read_repairs
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.count(PairEvent::ReadRepair);
         self.enqueue(
             Role::Primary,
             redis_key,
@@ -147,7 +139,7 @@ pub(super) async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Co
                 let before = ops.len();
                 ops.retain(|earlier| !matches!(earlier.op, CopyOp::Merge { .. }));
                 for _ in ops.len()..before {
-                    shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
+                    shared.count(PairEvent::CopyDone);
                     shared.copy_finished();
                 }
             }
@@ -159,18 +151,16 @@ pub(super) async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Co
                 for copy in ops {
                     let target = copy.target;
                     match apply_copy(&shared, copy).await {
-                        Ok(true) => {
-                            shared.stats.copies_done.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Ok(true) => shared.count(PairEvent::CopyDone),
                         Ok(false) => {
-                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
+                            shared.count(PairEvent::CopyFailed);
                             tracing::warn!(
                                 target = target.as_str(),
                                 "copy refused by the merge (conflict)"
                             );
                         }
                         Err(e) => {
-                            shared.stats.copies_failed.fetch_add(1, Ordering::Relaxed);
+                            shared.count(PairEvent::CopyFailed);
                             tracing::debug!(error = %e, "copy failed");
                         }
                     }

@@ -21,10 +21,10 @@
 //! This module is the store itself: start-up, the write path and the read path. Around it:
 //! `pair` (the shared state and counters), `copy_queue` (copies, repairs, ordered discards),
 //! `recovery` (readiness and the `primary` mode's recovery window), `put` and `discard` (one
-//! instance's compare-and-set steps), `samples` (metrics).
+//! instance's compare-and-set steps), `metrics` (counters and published metrics).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,12 +36,12 @@ use super::copy_queue::{Copy, CopyOp, CopyTtl, run_copier};
 use super::health::spawn_health_checks;
 use super::instance::{InstanceError, RedisInstance, Role};
 use super::keys::{KeyLayout, log_hash};
+use super::metrics::{DualStats, PairEvent};
 use super::options::{ReadMode, RedisOptions};
-use super::pair::{DualStats, Shared};
+use super::pair::Shared;
 use super::put::merge_on;
 use super::recovery::{forward_readiness, poll_recovery_window};
 use super::script::MergeReply;
-use crate::metrics::Sample;
 use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
@@ -86,6 +86,7 @@ impl RedisStore {
             primary,
             fallback,
             stats: DualStats::default(),
+            metrics: OnceLock::new(),
             drained: Notify::new(),
             merge_reads_until: AtomicU64::new(0),
             marker_key: keys.primary_behind_marker(),
@@ -258,10 +259,7 @@ impl TokenStore for RedisStore {
         match self.put_on(fallback, &redis_key, token, params).await {
             Ok(result) => {
                 if result.is_ok() {
-                    self.shared
-                        .stats
-                        .fallback_writes
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.count(PairEvent::FallbackWrite);
                     tracing::debug!(error = %primary_error, "put written to the fallback");
                     if self.read_mode == ReadMode::Primary {
                         self.primary_missed_a_write().await;
@@ -306,10 +304,7 @@ impl TokenStore for RedisStore {
 
         let degraded = primary.is_err() || matches!(fallback_answer, Some(Err(_)));
         if degraded {
-            self.shared
-                .stats
-                .degraded_reads
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.count(PairEvent::DegradedRead);
         }
         let (primary, fallback_answer) = match (primary, fallback_answer) {
             (Err(p), None) => return Err(StoreError::Unavailable(p.to_string())),
@@ -408,8 +403,9 @@ impl TokenStore for RedisStore {
             self.read_mode
         )
     }
-    fn samples(&self) -> Vec<Sample> {
-        self.pair_samples()
+
+    fn register_metrics(&self, recorder: &dyn ::metrics::Recorder) {
+        self.register_with(recorder);
     }
 
     fn components(&self) -> Vec<(String, watch::Receiver<bool>)> {

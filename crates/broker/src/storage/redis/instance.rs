@@ -1,5 +1,5 @@
 //! One Redis instance: connections, deadlines, circuit breaker, spans and counters (its
-//! commands are in `commands`, its health pings in `health`).
+//! commands are in `commands`, its health pings in `health`, its metrics in `metrics`).
 //!
 //! Why connections are held, not checked out per call: deadpool-redis creates the connections
 //! (with the connect timeout, up to `pool_size`), but checking one out per call costs a PING
@@ -13,8 +13,8 @@
 //! carry only the command name, the instance role and an error class (never a key, a token or a
 //! URL); without a trace exporter, nothing enables them and they cost a relaxed load.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
@@ -25,10 +25,10 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
+use super::metrics::{InstanceEvent, InstanceMetrics, InstanceStats};
 use super::options::{RedisOptions, RedisUrl};
 use super::script::{BadReply, MERGE_SCRIPT};
 use super::tls;
-use crate::metrics::Histogram;
 use breaker::{Admit, Breaker, BreakerConfig};
 
 /// Which instance of the pair.
@@ -120,23 +120,6 @@ pub(super) fn transient(e: &redis::RedisError) -> bool {
         )
 }
 
-/// Counters of one instance, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct InstanceStats {
-    /// Calls sent to the instance (admitted by the breaker).
-    pub calls: AtomicU64,
-    /// Calls that failed, for any reason (timeouts included, skipped calls not).
-    pub errors: AtomicU64,
-    /// Calls that failed on `redis.operation_timeout` (also counted in `errors`).
-    pub timeouts: AtomicU64,
-    /// Calls not sent because the breaker was open.
-    pub skipped: AtomicU64,
-    /// Puts that lost a compare-and-set to a concurrent writer and merged again.
-    pub cas_conflicts: AtomicU64,
-    /// Latency of the calls made (not of the skipped ones).
-    pub latency: Histogram,
-}
-
 /// One Redis server of the pair: its connections, circuit breaker, health state and counters.
 /// Created by the store; public for tests and metrics.
 pub struct RedisInstance {
@@ -159,8 +142,10 @@ pub struct RedisInstance {
     /// store).
     pub(super) batches: mpsc::Sender<PendingGet>,
     pub(super) batch_queue: Arc<Mutex<mpsc::Receiver<PendingGet>>>,
-    /// The instance's counters and latency histogram.
+    /// The instance's counters.
     pub stats: InstanceStats,
+    /// The published metrics, once the serving server registered them (`metrics`).
+    pub(super) metrics: OnceLock<InstanceMetrics>,
 }
 
 pub(super) type PendingGet = (
@@ -209,6 +194,7 @@ impl RedisInstance {
             batches: batch_tx,
             batch_queue: Arc::new(Mutex::new(batch_rx)),
             stats: InstanceStats::default(),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -263,6 +249,7 @@ impl RedisInstance {
         } else if changed {
             tracing::warn!(redis = self.name(), url = %self.url, reason, "redis instance DOWN");
         }
+        self.publish_health();
     }
 
     pub(super) fn pick_slot(&self) -> usize {
@@ -367,12 +354,16 @@ impl RedisInstance {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, InstanceError>>,
     {
-        if self.breaker.admit(Instant::now()) == Admit::No {
-            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            return Err(InstanceError::BreakerOpen(self.name()));
+        match self.breaker.admit(Instant::now()) {
+            Admit::No => {
+                self.count(InstanceEvent::Skipped);
+                return Err(InstanceError::BreakerOpen(self.name()));
+            }
+            Admit::Probe => self.publish_health(),
+            Admit::Yes => {}
         }
         let started = Instant::now();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.count(InstanceEvent::Call);
         let index = self.pick_slot();
         let result = match tokio::time::timeout(self.operation_timeout, async {
             let conn = self.connection(index).await?;
@@ -383,21 +374,22 @@ impl RedisInstance {
             Ok(result) => result,
             Err(_) => Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
         };
-        self.stats.latency.observe(started.elapsed());
+        self.observe_latency(started.elapsed());
         match &result {
             Ok(_) => {
                 if self.breaker.success() {
                     tracing::info!(redis = self.name(), "circuit breaker closed");
+                    self.publish_health();
                 }
             }
             Err(e) if !e.is_transient() => {
                 // The instance answered: it stays up, and the breaker is not fed.
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.count(InstanceEvent::Error);
             }
             Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.count(InstanceEvent::Error);
                 if matches!(e, InstanceError::Timeout(..)) {
-                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.count(InstanceEvent::Timeout);
                 }
                 if matches!(e, InstanceError::Timeout(..) | InstanceError::Redis(..)) {
                     self.invalidate(index).await;

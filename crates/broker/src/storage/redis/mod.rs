@@ -12,7 +12,8 @@
 //!   compare-and-set steps of PutToken and DiscardToken);
 //! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state and
 //!   counters), `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the
-//!   `primary` read mode's window), `samples` (metrics).
+//!   `primary` read mode's window), `metrics` (the counters and the metrics they are published
+//!   through).
 
 mod commands;
 mod copy_queue;
@@ -21,19 +22,19 @@ mod dual;
 mod health;
 mod instance;
 mod keys;
+mod metrics;
 mod options;
 mod pair;
 mod put;
 mod recovery;
-mod samples;
 mod script;
 mod tls;
 
 pub use dual::RedisStore;
-pub use instance::{InstanceError, InstanceStats, RedisInstance, Role};
+pub use instance::{InstanceError, RedisInstance, Role};
 pub use keys::{KeyLayout, LAYOUT_VERSION};
+pub use metrics::{DualStats, InstanceStats};
 pub use options::{ReadMode, RedisOptions, RedisUrl};
-pub use pair::DualStats;
 pub use script::{MergeReply, decode as decode_merge_reply};
 pub use tls::TlsFileError;
 
