@@ -5,7 +5,6 @@
 //! dual-Redis store, 64 writers on one hot key, direct Redis GET and EVALSHA, p99 at half of the
 //! measured maximum rates (open loop), broker memory, and Redis memory per stored key.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use session_token::SessionToken;
+use test_kit::{RedisServer, free_port};
 use tokenbroker_proto::v1::GetTokenRequest;
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::load::{RunResult, Target, closed_loop, open_loop};
@@ -54,31 +54,6 @@ pub struct Summary {
     /// What the GetToken and PutToken rows cost each Redis, per RPC.
     pub redis_costs: Vec<PairCost>,
     pub cpus: usize,
-}
-
-pub(crate) fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-pub(crate) fn spawn_redis(port: u16) -> Result<Child, String> {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--loglevel", "warning"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server: {e}"))
 }
 
 pub(crate) async fn redis_conn(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -223,14 +198,10 @@ pub(crate) async fn redis_memory_per_key(
 
 pub async fn run(args: CompareArgs) -> Result<Summary, String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let (p_port, f_port, m_port, b_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let _primary = spawn_redis(p_port)?;
-    let _fallback = spawn_redis(f_port)?;
-    let _memory_redis = spawn_redis(m_port)?;
-    let p_url = format!("redis://127.0.0.1:{p_port}");
-    let f_url = format!("redis://127.0.0.1:{f_port}");
-    redis_conn(&p_url).await?;
-    redis_conn(&f_url).await?;
+    let start_redis = || RedisServer::try_start_with(&[]).map_err(|e| e.to_string());
+    let (primary, fallback, memory_redis) = (start_redis()?, start_redis()?, start_redis()?);
+    let (p_url, f_url) = (primary.url(), fallback.url());
+    let b_port = free_port();
 
     let broker_bin = broker_binary(args.broker_bin)?;
     let broker = Command::new(&broker_bin)
@@ -487,12 +458,8 @@ pub async fn run(args: CompareArgs) -> Result<Summary, String> {
     ));
 
     let rss = peak_rss_mib(broker_pid);
-    let (bytes_per_key, usage) = redis_memory_per_key(
-        &format!("redis://127.0.0.1:{m_port}"),
-        100_000,
-        &COMPARE_SHAPE,
-    )
-    .await?;
+    let (bytes_per_key, usage) =
+        redis_memory_per_key(&memory_redis.url(), 100_000, &COMPARE_SHAPE).await?;
     drop(broker);
 
     Ok(Summary {

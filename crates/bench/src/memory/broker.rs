@@ -9,13 +9,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use test_kit::free_port;
 use tokenbroker_proto::v1::PutTokenRequest;
 use tokenbroker_proto::v1::token_broker_client::TokenBrokerClient;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
 use super::{PROBES, SHAPE};
-use crate::compare::{connect, free_port, wait_ready};
+use crate::compare::{connect, wait_ready};
 use crate::load::Target;
 use crate::procstat::status_kib;
 use crate::workload::{Keys, Workload};
@@ -34,7 +35,7 @@ impl Broker {
         max_keys: u64,
         conns: usize,
     ) -> Result<Self, String> {
-        let port = free_port()?;
+        let port = free_port();
         let child = Command::new(bin)
             .arg("serve")
             .env("TOKENBROKER_LISTEN", format!("127.0.0.1:{port}"))

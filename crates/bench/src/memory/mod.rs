@@ -25,9 +25,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use test_kit::RedisServer;
 
 use self::broker::Broker;
-use crate::compare::{KeyShape, broker_binary, free_port, redis_memory_per_key, spawn_redis};
+use crate::compare::{KeyShape, broker_binary, redis_memory_per_key};
 use crate::load::{RunResult, closed_loop, open_loop};
 use crate::procstat::{cpu_secs, status_kib};
 use crate::report::{Row, table};
@@ -119,10 +120,8 @@ fn p99(r: &RunResult) -> u64 {
 pub async fn run(args: MemoryArgs) -> Result<MemorySummary, String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let (redis_bytes, redis_usage) = if args.redis {
-        let port = free_port()?;
-        let _redis = spawn_redis(port)?;
-        let url = format!("redis://127.0.0.1:{port}");
-        let (b, u) = redis_memory_per_key(&url, args.keys, &SHAPE).await?;
+        let redis = RedisServer::try_start_with(&[]).map_err(|e| e.to_string())?;
+        let (b, u) = redis_memory_per_key(&redis.url(), args.keys, &SHAPE).await?;
         eprintln!("redis: {b:.0} bytes per key");
         (Some(b), Some(u))
     } else {
