@@ -19,7 +19,7 @@
 //!   degraded miss (the broker never fails a GetToken because of Redis).
 //!
 //! This module is the store itself: start-up, the write path and the read path. Around it:
-//! `pair` (the shared state and counters), `copy_queue` (copies, repairs, ordered discards),
+//! `pair` (the shared state), `copy_queue` (copies, repairs, ordered discards),
 //! `recovery` (readiness and the `primary` mode's recovery window), `put` and `discard` (one
 //! instance's compare-and-set steps), `metrics` (counters and published metrics).
 
@@ -34,14 +34,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::commands::spawn_get_batchers;
 use super::copy_queue::{Copy, CopyOp, CopyTtl, run_copier};
 use super::health::spawn_health_checks;
-use super::instance::{InstanceError, RedisInstance, Role};
-use super::keys::{KeyLayout, log_hash};
+use super::instance::{RedisInstance, Role};
+use super::keys::KeyLayout;
 use super::metrics::{DualStats, PairEvent};
 use super::options::{ReadMode, RedisOptions};
 use super::pair::Shared;
-use super::put::merge_on;
+use super::put::internal;
 use super::recovery::{forward_readiness, poll_recovery_window};
-use super::script::MergeReply;
 use crate::storage::discard::Discarded;
 use crate::storage::{Lookup, PutParams, StoreError, StoreKey, TokenStore};
 
@@ -172,48 +171,6 @@ impl RedisStore {
             }
         }
     }
-
-    async fn put_on(
-        &self,
-        instance: &RedisInstance,
-        key: &str,
-        token: &SessionToken,
-        params: PutParams,
-    ) -> Result<Result<SessionToken, StoreError>, InstanceError> {
-        let reply = merge_on(instance, key, token, params.ttl, params.max_segments).await?;
-        Ok(match reply {
-            MergeReply::Merged {
-                token,
-                replaced_corrupt,
-            } => {
-                if replaced_corrupt {
-                    tracing::warn!(
-                        redis = instance.name(),
-                        "unparsable stored token overwritten"
-                    );
-                }
-                Ok(token)
-            }
-            MergeReply::Conflict(e) => Err(StoreError::Conflict(e)),
-            MergeReply::TooManySegments(segments) => Err(StoreError::TooManySegments {
-                segments,
-                limit: params.max_segments,
-            }),
-            MergeReply::BadInput => Err(internal(
-                key,
-                &InstanceError::Command(
-                    instance.name(),
-                    "the merge script could not parse the token (a broker/script mismatch)".into(),
-                ),
-            )),
-        })
-    }
-}
-
-/// A store error no retry fixes, logged with the key's hash (never the key).
-fn internal(redis_key: &str, error: &InstanceError) -> StoreError {
-    tracing::error!(key_hash = %log_hash(redis_key), %error, "Redis refused a command: failing the call, the instance stays up");
-    StoreError::Internal(error.to_string())
 }
 
 impl Drop for RedisStore {

@@ -1,5 +1,6 @@
 //! One Redis instance: connections, deadlines, circuit breaker, spans and counters (its
-//! commands are in `commands`, its health pings in `health`, its metrics in `metrics`).
+//! commands are in `commands`, its health pings in `health`, its metrics in `metrics`, what its
+//! errors mean in `error`).
 //!
 //! Why connections are held, not checked out per call: deadpool-redis creates the connections
 //! (with the connect timeout, up to `pool_size`), but checking one out per call costs a PING
@@ -20,14 +21,14 @@ use std::time::{Duration, Instant};
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::io::tcp::TcpSettings;
-use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
+pub use super::error::InstanceError;
+use super::error::transient;
 use super::metrics::{InstanceEvent, InstanceMetrics, InstanceStats};
-use super::options::{RedisOptions, RedisUrl};
-use super::script::{BadReply, MERGE_SCRIPT};
+use super::options::{RedisOptions, RedisUrl, connection_info};
+use super::script::MERGE_SCRIPT;
 use super::tls;
 use breaker::{Admit, Breaker, BreakerConfig};
 
@@ -48,76 +49,6 @@ impl Role {
             Role::Fallback => "fallback",
         }
     }
-}
-
-/// Why a call to an instance failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InstanceError {
-    /// The instance's circuit breaker is open, so the call was not sent. Holds the instance
-    /// role. Counts as transient (the put fails over).
-    #[error("redis {0} skipped: circuit breaker open")]
-    BreakerOpen(&'static str),
-    /// No answer within `redis.operation_timeout` (connection included). Holds the instance
-    /// role and the deadline. Counts against the instance.
-    #[error("redis {0} timed out after {1:?}")]
-    Timeout(&'static str, Duration),
-    /// The instance could not serve: I/O, a refused or dropped connection, or a server state
-    /// that passes (LOADING, BUSY, MASTERDOWN, READONLY, CLUSTERDOWN, TRYAGAIN), or refused
-    /// credentials. Counts against the instance (breaker, failover).
-    #[error("redis {0}: {1}")]
-    Redis(&'static str, String),
-    /// The instance answered, with an error the command itself caused (a script error,
-    /// WRONGTYPE, a bug): it is up, and another instance would answer alike. Fails the call
-    /// with INTERNAL; never counts against the instance.
-    #[error("redis {0} refused the command: {1}")]
-    Command(&'static str, String),
-    /// The instance answered with a reply the broker does not understand (a script/broker
-    /// version mismatch, or a bug). Holds the instance role and the reply. Not transient.
-    #[error("redis {0}: {1}")]
-    Reply(&'static str, BadReply),
-    /// A compare-and-set lost to concurrent writers every time it was tried.
-    #[error("redis {0}: the key kept changing under {1} compare-and-set attempts")]
-    Contended(&'static str, usize),
-}
-
-impl InstanceError {
-    /// A low-cardinality class, for the `error.type` span attribute.
-    pub fn class(&self) -> &'static str {
-        match self {
-            InstanceError::BreakerOpen(_) => "breaker_open",
-            InstanceError::Timeout(..) => "timeout",
-            InstanceError::Redis(..) => "redis",
-            InstanceError::Command(..) => "command",
-            InstanceError::Reply(..) => "bad_reply",
-            InstanceError::Contended(..) => "contended",
-        }
-    }
-
-    /// True when the instance could not serve (see each variant): the breaker counts it, and a
-    /// put fails over to the other instance. False when the instance answered and the command
-    /// itself was refused or misunderstood: the same call would fail anywhere.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            InstanceError::BreakerOpen(_) | InstanceError::Timeout(..) | InstanceError::Redis(..)
-        )
-    }
-}
-
-/// Whether a Redis error says the instance cannot serve now (transient) rather than that the
-/// command was wrong: I/O, refused or dropped connections, timeouts, the server states that
-/// pass, and authentication (the instance is unusable until the credentials are fixed).
-pub(super) fn transient(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
-        || matches!(
-            e.code(),
-            Some("LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "TRYAGAIN")
-                | Some("NOAUTH" | "WRONGPASS" | "NOPERM")
-        )
 }
 
 /// One Redis server of the pair: its connections, circuit breaker, health state and counters.
@@ -412,40 +343,4 @@ impl RedisInstance {
             InstanceError::Command(self.name(), e.to_string())
         }
     }
-}
-
-/// How to reach `url`: its address and credentials, TCP_NODELAY, the TLS files for a
-/// `rediss://` URL, and no `CLIENT SETINFO` on connect.
-fn connection_info(
-    role: Role,
-    url: &RedisUrl,
-    options: &RedisOptions,
-) -> Result<ConnectionInfo, String> {
-    let context = |e: &dyn std::fmt::Display| format!("redis {}: {url}: {e}", role.as_str());
-    let mut info = url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| context(&e))?;
-    if url.is_tls()
-        && let Some(certificates) = tls::load(options).map_err(|e| context(&e))?
-    {
-        // Parsed already by `tls::load`, so this cannot fail on the files' contents; its error
-        // is not printed in full all the same, as it could quote the key file.
-        info = redis::Client::build_with_tls(info, certificates)
-            .map_err(|e| context(&format!("the TLS files were refused ({:?})", e.kind())))?
-            .get_connection_info()
-            .clone();
-    }
-    // redis-rs leaves Nagle's algorithm on by default; with many commands multiplexed on
-    // one connection it holds each small write back until the previous one is acknowledged.
-    //
-    // redis-rs also labels each connection with `CLIENT SETINFO` (its library name and
-    // version). The broker does not send it: a Redis user restricted to what the broker needs
-    // (docs/redis.md) would be denied it on Redis 7.2+ (an ACL LOG entry per connection), and
-    // allowing it needs a rule that Redis 7.0 refuses (the subcommand is unknown there). The
-    // connection's ACL user already names the broker in `CLIENT LIST`.
-    let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
-    Ok(info
-        .set_redis_settings(redis_settings)
-        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }

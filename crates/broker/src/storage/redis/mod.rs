@@ -3,22 +3,23 @@
 //! breakers, health checks and an asynchronous copy queue.
 //!
 //! Module map, one job each:
-//! - settings and layout: `options` (settings, redacted URLs), `tls` (the CA and client
-//!   certificate files of `rediss://`), `keys` (the versioned key layout);
+//! - settings and layout: `options` (settings, redacted URLs, the connection settings they
+//!   make), `tls` (the CA and client certificate files of `rediss://`), `keys` (the versioned
+//!   key layout);
 //! - one instance: `instance` (connections, deadlines, the breaker of the shared
-//!   `tokenbroker-breaker` crate, spans), `commands` (what the
-//!   broker sends: batched reads, scripts, TTLs), `health` (pings, up/down, restarts),
-//!   `script` (the Lua scripts and the merge's replies), `put` and `discard` (the
-//!   compare-and-set steps of PutToken and DiscardToken);
-//! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state and
-//!   counters), `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the
-//!   `primary` read mode's window), `metrics` (the counters and the metrics they are published
-//!   through).
+//!   `tokenbroker-breaker` crate, spans), `error` (which failures count against it),
+//!   `commands` (what the broker sends: batched reads, scripts, TTLs), `health` (pings,
+//!   up/down, restarts), `script` (the Lua scripts and the merge's replies), `put` and
+//!   `discard` (the compare-and-set steps of PutToken and DiscardToken);
+//! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state),
+//!   `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the `primary`
+//!   read mode's window), `metrics` (the counters and the metrics they are published through).
 
 mod commands;
 mod copy_queue;
 mod discard;
 mod dual;
+mod error;
 mod health;
 mod instance;
 mod keys;

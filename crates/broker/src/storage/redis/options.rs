@@ -1,11 +1,16 @@
 //! Redis settings: URLs (with passwords kept out of logs), TLS files, timeouts, pool and queue
-//! sizes.
+//! sizes; and the connection settings they make (`connection_info`).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Deserializer};
+
+use super::instance::Role;
+use super::tls;
 
 /// A Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Its Debug
 /// and Display forms hide the password, so it can be logged.
@@ -215,6 +220,42 @@ impl RedisOptions {
         super::tls::load(self).map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+/// How to reach `url`: its address and credentials, TCP_NODELAY, the TLS files for a
+/// `rediss://` URL, and no `CLIENT SETINFO` on connect.
+pub(super) fn connection_info(
+    role: Role,
+    url: &RedisUrl,
+    options: &RedisOptions,
+) -> Result<ConnectionInfo, String> {
+    let context = |e: &dyn std::fmt::Display| format!("redis {}: {url}: {e}", role.as_str());
+    let mut info = url
+        .expose()
+        .into_connection_info()
+        .map_err(|e| context(&e))?;
+    if url.is_tls()
+        && let Some(certificates) = tls::load(options).map_err(|e| context(&e))?
+    {
+        // Parsed already by `tls::load`, so this cannot fail on the files' contents; its error
+        // is not printed in full all the same, as it could quote the key file.
+        info = redis::Client::build_with_tls(info, certificates)
+            .map_err(|e| context(&format!("the TLS files were refused ({:?})", e.kind())))?
+            .get_connection_info()
+            .clone();
+    }
+    // redis-rs leaves Nagle's algorithm on by default; with many commands multiplexed on
+    // one connection it holds each small write back until the previous one is acknowledged.
+    //
+    // redis-rs also labels each connection with `CLIENT SETINFO` (its library name and
+    // version). The broker does not send it: a Redis user restricted to what the broker needs
+    // (docs/redis.md) would be denied it on Redis 7.2+ (an ACL LOG entry per connection), and
+    // allowing it needs a rule that Redis 7.0 refuses (the subcommand is unknown there). The
+    // connection's ACL user already names the broker in `CLIENT LIST`.
+    let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+    Ok(info
+        .set_redis_settings(redis_settings)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
 #[cfg(test)]
