@@ -11,7 +11,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use super::instance::{InstanceError, MAX_BATCH, PendingGet, RedisInstance};
+use super::error::InstanceError;
+use super::instance::{MAX_BATCH, PendingGet, RedisInstance};
 use super::metrics::InstanceEvent;
 use super::script::{
     COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, PUT_IF_UNCHANGED_SCRIPT, decode,

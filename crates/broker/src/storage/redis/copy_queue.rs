@@ -8,17 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use session_token::SessionToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::discard::discard_on;
-use super::dual::RedisStore;
-use super::instance::{InstanceError, Role};
+use super::error::{InstanceError, Role};
 use super::metrics::PairEvent;
-use super::pair::Shared;
+use super::ops::InstanceOps;
+use super::pair::{Pair, Shared};
 use super::put::merge_on;
 use super::script::MergeReply;
 use crate::storage::discard::Discarded;
@@ -51,20 +50,7 @@ pub(super) enum CopyTtl {
     RemainingOnFallback,
 }
 
-impl RedisStore {
-    /// Waits until every queued copy has been applied or given up.
-    pub async fn flush_copies(&self) {
-        loop {
-            let drained = self.shared.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.shared.stats.copies_pending.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            drained.await;
-        }
-    }
-
+impl<I: InstanceOps> Pair<I> {
     /// Queues a copy; false when it was dropped (queue full) or has no target.
     pub(super) fn enqueue(&self, target: Role, key: String, op: CopyOp) -> bool {
         if self.shared.instance(target).is_none() {
@@ -102,7 +88,7 @@ impl RedisStore {
         if queued && let Ok(Ok(result)) = tokio::time::timeout(self.queue_wait, answer).await {
             return Some(result);
         }
-        Some(discard_on(instance, redis_key, failed).await)
+        Some(discard_on(&**instance, redis_key, failed).await)
     }
 
     pub(super) fn repair(&self, redis_key: String, token: &SessionToken) {
@@ -125,7 +111,11 @@ impl RedisStore {
 /// earlier ones (and a hot key costs the fallback one merge per batch, not one per put). A
 /// key's operations are applied in queue order, so a discard lands after every copy queued
 /// before it.
-pub(super) async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Copy>, batch: usize) {
+pub(super) async fn run_copier<I: InstanceOps>(
+    shared: Arc<Shared<I>>,
+    mut queue: mpsc::Receiver<Copy>,
+    batch: usize,
+) {
     let mut buffer = Vec::with_capacity(batch);
     loop {
         buffer.clear();
@@ -173,13 +163,13 @@ pub(super) async fn run_copier(shared: Arc<Shared>, mut queue: mpsc::Receiver<Co
 }
 
 /// Applies one copy; Ok(false) when the target's merge refused it.
-async fn apply_copy(shared: &Shared, copy: Copy) -> Result<bool, InstanceError> {
+async fn apply_copy<I: InstanceOps>(shared: &Shared<I>, copy: Copy) -> Result<bool, InstanceError> {
     let Some(target) = shared.instance(copy.target) else {
         return Ok(false);
     };
     let (token, ttl) = match copy.op {
         CopyOp::Discard { failed, done } => {
-            let result = discard_on(target, &copy.key, &failed).await;
+            let result = discard_on(&**target, &copy.key, &failed).await;
             let applied = result.is_ok();
             // The caller may have stopped waiting (it then went direct): nothing to do.
             let _ = done.send(result);
@@ -200,6 +190,6 @@ async fn apply_copy(shared: &Shared, copy: Copy) -> Result<bool, InstanceError> 
             }
         }
     };
-    let reply = merge_on(target, &copy.key, &token, ttl, usize::MAX).await?;
+    let reply = merge_on(&**target, &copy.key, &token, ttl, usize::MAX).await?;
     Ok(matches!(reply, MergeReply::Merged { .. }))
 }

@@ -9,15 +9,16 @@
 
 use session_token::SessionToken;
 
-use super::instance::{InstanceError, RedisInstance};
+use super::error::InstanceError;
+use super::ops::InstanceOps;
 use crate::storage::discard::{self, Discarded};
 
 /// Compare-and-set attempts before giving up on a key that keeps changing.
 pub(crate) const MAX_ATTEMPTS: usize = 16;
 
 /// Applies a discard of `failed` to the value of `key` on `instance`.
-pub(crate) async fn discard_on(
-    instance: &RedisInstance,
+pub(crate) async fn discard_on<I: InstanceOps>(
+    instance: &I,
     key: &str,
     failed: &SessionToken,
 ) -> Result<Discarded, InstanceError> {

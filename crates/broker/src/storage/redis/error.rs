@@ -1,4 +1,4 @@
-//! Why a call to a Redis instance failed, and which failures count against the instance.
+//! Which instance of the pair, why a call to it failed, and which failures count against it.
 //!
 //! Why apart from the instance: the classification is a rule of its own (typed errors end to
 //! end): only failures that say the instance cannot serve now (I/O, timeouts, refused or
@@ -9,6 +9,25 @@
 use std::time::Duration;
 
 use super::script::BadReply;
+
+/// Which instance of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `redis.primary_url`: takes every put first; read first in the `primary` read mode.
+    Primary,
+    /// `redis.fallback_url`: receives asynchronous copies, and puts while the primary fails.
+    Fallback,
+}
+
+impl Role {
+    /// `primary` or `fallback`: the name used in logs, span attributes and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Fallback => "fallback",
+        }
+    }
+}
 
 /// Why a call to an instance failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::instance::{InstanceError, RedisInstance};
+use super::error::InstanceError;
+use super::instance::RedisInstance;
 
 impl RedisInstance {
     /// Pings the instance, bypassing the breaker: updates up/down, closes or opens the breaker,

@@ -24,32 +24,12 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
-pub use super::error::InstanceError;
-use super::error::transient;
+use super::error::{InstanceError, Role, transient};
 use super::metrics::{InstanceEvent, InstanceMetrics, InstanceStats};
 use super::options::{RedisOptions, RedisUrl, connection_info};
 use super::script::MERGE_SCRIPT;
 use super::tls;
 use breaker::{Admit, Breaker, BreakerConfig};
-
-/// Which instance of the pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// `redis.primary_url`: takes every put first; read first in the `primary` read mode.
-    Primary,
-    /// `redis.fallback_url`: receives asynchronous copies, and puts while the primary fails.
-    Fallback,
-}
-
-impl Role {
-    /// `primary` or `fallback`: the name used in logs, span attributes and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Fallback => "fallback",
-        }
-    }
-}
 
 /// One Redis server of the pair: its connections, circuit breaker, health state and counters.
 /// Created by the store; public for tests and metrics.

@@ -54,7 +54,7 @@ impl KeyLayout {
         out
     }
 
-    /// The marker set on the fallback while the primary may be missing tokens (see `dual.rs`).
+    /// The marker set on the fallback while the primary may be missing tokens (see `recovery.rs`).
     pub fn primary_behind_marker(&self) -> String {
         format!("{}:{LAYOUT_VERSION}:meta:primary-behind", self.namespace)
     }

@@ -20,9 +20,9 @@ use std::time::Duration;
 use ::metrics::{Counter, Gauge, Histogram, Recorder};
 use breaker::STATES as BREAKER_STATES;
 
-use super::dual::RedisStore;
 use super::instance::RedisInstance;
 use super::pair::Shared;
+use super::store::RedisStore;
 use crate::metrics::Registrar;
 
 /// Counters of the pair, for tests (the published metrics follow them).
@@ -227,7 +227,7 @@ impl InstanceMetrics {
     }
 }
 
-impl Shared {
+impl<I> Shared<I> {
     fn metrics(&self) -> &PairMetrics {
         self.metrics.get().unwrap_or(&NO_PAIR_METRICS)
     }
@@ -293,7 +293,7 @@ impl RedisInstance {
 impl RedisStore {
     /// [`crate::TokenStore::register_metrics`] for the pair and its instances.
     pub(super) fn register_with(&self, recorder: &dyn Recorder) {
-        if self.shared.metrics.get().is_some() {
+        if self.pair.shared.metrics.get().is_some() {
             tracing::warn!(
                 "the store's metrics are registered with another server's recorder already: \
                  this server's /metrics will not show them"
@@ -301,7 +301,7 @@ impl RedisStore {
             return;
         }
         let r = Registrar::new(recorder);
-        let shared = &self.shared;
+        let shared = &self.pair.shared;
         let pair = PairMetrics::register(&r, shared.fallback.is_some());
         if shared.metrics.set(pair).is_err() {
             return;

@@ -6,37 +6,51 @@
 //! - settings and layout: `options` (settings, redacted URLs, the connection settings they
 //!   make), `tls` (the CA and client certificate files of `rediss://`), `keys` (the versioned
 //!   key layout);
-//! - one instance: `instance` (connections, deadlines, the breaker of the shared
-//!   `tokenbroker-breaker` crate, spans), `error` (which failures count against it),
-//!   `commands` (what the broker sends: batched reads, scripts, TTLs), `health` (pings,
-//!   up/down, restarts), `script` (the Lua scripts and the merge's replies), `put` and
-//!   `discard` (the compare-and-set steps of PutToken and DiscardToken);
-//! - the pair: `dual` (the store: start-up, write and read paths), `pair` (shared state),
-//!   `copy_queue` (copies, repairs, ordered discards), `recovery` (readiness and the `primary`
-//!   read mode's window), `metrics` (the counters and the metrics they are published through).
+//! - one Redis instance: `error` (roles, and which failures count against an instance),
+//!   `instance` (connections, deadlines, the breaker of the shared `tokenbroker-breaker` crate,
+//!   spans), `commands` (what the broker sends: batched reads, scripts, TTLs), `health` (pings,
+//!   up/down, restarts), `script` (the Lua scripts and the merge's replies);
+//! - what the pair asks of an instance: `ops` (the trait), `put` and `discard` (one instance's
+//!   compare-and-set steps of PutToken and DiscardToken);
+//! - the pair, over any instance: `pair` (shared state, settings), `write` (PutToken with
+//!   failover, DiscardToken), `read` (GetToken, merge, read repair), `copy_queue` (copies,
+//!   repairs, ordered discards), `recovery` (readiness and the `primary` read mode's window);
+//! - `store` (the [`RedisStore`]: the pair on Redis instances, its tasks, the store interface),
+//!   `metrics` (the counters and the metrics they are published through);
+//! - tests: `fake` (an in-memory instance with injected failures) and `pair_tests` (the pair's
+//!   rules on it), beside the real-Redis suites in `tests/`.
 
 mod commands;
 mod copy_queue;
 mod discard;
-mod dual;
 mod error;
 mod health;
 mod instance;
 mod keys;
 mod metrics;
+mod ops;
 mod options;
 mod pair;
 mod put;
+mod read;
 mod recovery;
 mod script;
+mod store;
 mod tls;
+mod write;
 
-pub use dual::RedisStore;
-pub use instance::{InstanceError, RedisInstance, Role};
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod pair_tests;
+
+pub use error::{InstanceError, Role};
+pub use instance::RedisInstance;
 pub use keys::{KeyLayout, LAYOUT_VERSION};
 pub use metrics::{DualStats, InstanceStats};
 pub use options::{ReadMode, RedisOptions, RedisUrl};
 pub use script::{MergeReply, decode as decode_merge_reply};
+pub use store::RedisStore;
 pub use tls::TlsFileError;
 
 /// The merge script's source, for tests that run it directly against a redis-server.

@@ -9,7 +9,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Deserializer};
 
-use super::instance::Role;
+use super::error::Role;
 use super::tls;
 
 /// A Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Its Debug

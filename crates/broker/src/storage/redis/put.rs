@@ -1,6 +1,5 @@
 //! PutToken (and the copies and repairs between the two instances) on one Redis instance:
-//! read, merge in the broker, commit only if the value is unchanged; and the store's result of
-//! a put on one instance (`put_on`).
+//! read, merge in the broker, commit only if the value is unchanged.
 //!
 //! Why not the merge script on every put: a Lua merge parses and formats both tokens inside
 //! Redis, about 30 µs of Redis CPU per put (measured with `INFO commandstats`), and one Redis
@@ -17,19 +16,17 @@ use std::time::Duration;
 
 use session_token::SessionToken;
 
-use super::dual::RedisStore;
-use super::instance::{InstanceError, RedisInstance};
-use super::keys::log_hash;
+use super::error::InstanceError;
+use super::ops::InstanceOps;
 use super::script::MergeReply;
-use crate::storage::{PutParams, StoreError};
 
 /// Compare-and-set rounds before a put falls back to the merge script.
 pub(crate) const CAS_ATTEMPTS: usize = 3;
 
 /// Merges `token` into the value of `key` on `instance` and refreshes its TTL, atomically with
 /// respect to every other writer; the same replies as the merge script.
-pub(crate) async fn merge_on(
-    instance: &RedisInstance,
+pub(crate) async fn merge_on<I: InstanceOps>(
+    instance: &I,
     key: &str,
     token: &SessionToken,
     ttl: Duration,
@@ -70,50 +67,4 @@ pub(crate) async fn merge_on(
     instance
         .merge(key, &token.to_string(), ttl, max_segments)
         .await
-}
-
-impl RedisStore {
-    /// A put on one instance, its reply mapped to the store's result (the outer error: the
-    /// instance could not be asked or refused the commands).
-    pub(super) async fn put_on(
-        &self,
-        instance: &RedisInstance,
-        key: &str,
-        token: &SessionToken,
-        params: PutParams,
-    ) -> Result<Result<SessionToken, StoreError>, InstanceError> {
-        let reply = merge_on(instance, key, token, params.ttl, params.max_segments).await?;
-        Ok(match reply {
-            MergeReply::Merged {
-                token,
-                replaced_corrupt,
-            } => {
-                if replaced_corrupt {
-                    tracing::warn!(
-                        redis = instance.name(),
-                        "unparsable stored token overwritten"
-                    );
-                }
-                Ok(token)
-            }
-            MergeReply::Conflict(e) => Err(StoreError::Conflict(e)),
-            MergeReply::TooManySegments(segments) => Err(StoreError::TooManySegments {
-                segments,
-                limit: params.max_segments,
-            }),
-            MergeReply::BadInput => Err(internal(
-                key,
-                &InstanceError::Command(
-                    instance.name(),
-                    "the merge script could not parse the token (a broker/script mismatch)".into(),
-                ),
-            )),
-        })
-    }
-}
-
-/// A store error no retry fixes, logged with the key's hash (never the key).
-pub(super) fn internal(redis_key: &str, error: &InstanceError) -> StoreError {
-    tracing::error!(key_hash = %log_hash(redis_key), %error, "Redis refused a command: failing the call, the instance stays up");
-    StoreError::Internal(error.to_string())
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::dual::RedisStore;
-use super::instance::RedisInstance;
+use super::ops::InstanceOps;
 use super::options::ReadMode;
-use super::pair::{Shared, now_millis};
+use super::pair::{Pair, Shared, now_millis};
 
-impl RedisStore {
+impl<I: InstanceOps> Pair<I> {
     pub(super) fn merge_reads_now(&self) -> bool {
         match self.read_mode {
             ReadMode::Merge => true,
@@ -44,9 +43,9 @@ impl RedisStore {
 }
 
 /// Ready while at least one instance is up.
-pub(super) async fn forward_readiness(
+pub(super) async fn forward_readiness<I: InstanceOps>(
     mut up: watch::Receiver<bool>,
-    instances: Vec<Arc<RedisInstance>>,
+    instances: Vec<Arc<I>>,
     ready: watch::Sender<bool>,
 ) {
     loop {
@@ -64,7 +63,7 @@ pub(super) async fn forward_readiness(
 
 /// In `primary` read mode, after each health round: opens the recovery window when the primary
 /// restarted, or when another replica marked it behind.
-pub(super) async fn poll_recovery_window(shared: Arc<Shared>, ttl: Duration) {
+pub(super) async fn poll_recovery_window<I: InstanceOps>(shared: Arc<Shared<I>>, ttl: Duration) {
     let mut behind = shared.primary.take_restarted();
     if let Some(fallback) = &shared.fallback
         && let Ok(Some(_)) = fallback.get(&shared.marker_key).await
