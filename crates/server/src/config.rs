@@ -437,6 +437,20 @@ mod tests {
 
     /// docs/configuration.md lists real keys with their real defaults, and its example parses.
     #[test]
+    fn the_copy_queue_settings_earlier_names_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tb.toml");
+        std::fs::write(&path, "[redis]\nfallback_batch = 7\n").unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[("TOKENBROKER_REDIS__FALLBACK_QUEUE_CAPACITY", "123")]),
+        )
+        .unwrap();
+        assert_eq!(s.redis.copy_queue_capacity, 123);
+        assert_eq!(s.redis.copy_batch, 7);
+    }
+
+    #[test]
     fn documented_keys_and_defaults_load() {
         let doc = include_str!("../../../docs/configuration.md");
         let mut rows = 0;

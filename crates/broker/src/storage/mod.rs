@@ -22,18 +22,18 @@ pub struct StoreKey {
     /// The container the token belongs to (a container generation, as the clients build it).
     pub scope: String,
     /// What callers coordinate on within the scope (a document id, a session), chosen by the
-    /// client.
-    pub key: String,
+    /// client: the request's `key` field.
+    pub name: String,
 }
 
 impl StoreKey {
     /// A key from its two parts, taken as they are (validation is the broker's, in [`Limits`]).
     ///
     /// [`Limits`]: crate::Limits
-    pub fn new(scope: impl Into<String>, key: impl Into<String>) -> Self {
+    pub fn new(scope: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             scope: scope.into(),
-            key: key.into(),
+            name: name.into(),
         }
     }
 }

@@ -46,7 +46,7 @@ impl<'a> Encoded<'a> {
         expires: u32,
         tag: u32,
     ) -> Result<Self, StoreError> {
-        let (scope, k) = (key.scope.as_bytes(), key.key.as_bytes());
+        let (scope, k) = (key.scope.as_bytes(), key.name.as_bytes());
         let len = len_u32(HEADER + scope.len() + k.len() + token.len())?;
         let mut header = [0u8; HEADER];
         for (at, value) in [
@@ -123,9 +123,9 @@ impl View<'_> {
     pub(super) fn is_for(&self, key: &StoreKey) -> bool {
         let (scope, k) = (self.word(SCOPE_LEN), self.word(KEY_LEN));
         scope == key.scope.len()
-            && k == key.key.len()
+            && k == key.name.len()
             && self.0.get(HEADER..HEADER + scope) == Some(key.scope.as_bytes())
-            && self.0.get(HEADER + scope..HEADER + scope + k) == Some(key.key.as_bytes())
+            && self.0.get(HEADER + scope..HEADER + scope + k) == Some(key.name.as_bytes())
     }
 
     /// The stored token, parsed.

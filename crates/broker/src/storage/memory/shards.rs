@@ -125,7 +125,7 @@ impl Shards {
     pub(super) fn place(&self, key: &StoreKey) -> Place {
         let h = self
             .hasher
-            .hash_one((key.scope.as_bytes(), key.key.as_bytes()));
+            .hash_one((key.scope.as_bytes(), key.name.as_bytes()));
         // Bits 32.. pick the shard, bits ..32 are the tag: independent of each other.
         Place {
             shard: ((h >> 32) as usize) & (self.shards.len() - 1),

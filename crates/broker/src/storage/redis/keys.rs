@@ -42,14 +42,14 @@ impl KeyLayout {
     /// The key holding the token of `key`.
     pub fn redis_key(&self, key: &StoreKey) -> String {
         let mut out =
-            String::with_capacity(self.namespace.len() + key.scope.len() + key.key.len() + 8);
+            String::with_capacity(self.namespace.len() + key.scope.len() + key.name.len() + 8);
         out.push_str(&self.namespace);
         out.push(':');
         out.push_str(LAYOUT_VERSION);
         out.push_str(":{");
         escape(&key.scope, &mut out);
         out.push('|');
-        escape(&key.key, &mut out);
+        escape(&key.name, &mut out);
         out.push('}');
         out
     }

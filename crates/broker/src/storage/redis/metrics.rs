@@ -1,4 +1,4 @@
-//! The Redis store's counts: its own counters (`DualStats`, `InstanceStats`: read by tests and,
+//! The Redis store's counts: its own counters (`PairStats`, `InstanceStats`: read by tests and,
 //! for the queue depth, by the copy queue) and the metric handles it publishes them through
 //! (docs/observability.md lists each metric).
 //!
@@ -27,7 +27,7 @@ use crate::metrics::Registrar;
 
 /// Counters of the pair, for tests (the published metrics follow them).
 #[derive(Debug, Default)]
-pub struct DualStats {
+pub struct PairStats {
     /// Copies to the fallback (or repairs to the primary) waiting or in flight.
     pub copies_pending: AtomicU64,
     /// Copies applied, or superseded in the queue by a later copy of the same key.
@@ -87,14 +87,12 @@ pub(super) struct PairMetrics {
     copies_dropped: Counter,
     copies_failed: Counter,
     fallback_writes: Counter,
-    degraded_reads: Counter,
     read_repairs: Counter,
 }
 
 /// One instance's handles.
 pub(super) struct InstanceMetrics {
     up: Gauge,
-    breaker_open: Gauge,
     /// One per [`BREAKER_STATES`], in that order.
     breaker_state: [Gauge; 3],
     calls: Counter,
@@ -111,13 +109,11 @@ static NO_PAIR_METRICS: PairMetrics = PairMetrics {
     copies_dropped: Counter::noop(),
     copies_failed: Counter::noop(),
     fallback_writes: Counter::noop(),
-    degraded_reads: Counter::noop(),
     read_repairs: Counter::noop(),
 };
 
 static NO_INSTANCE_METRICS: InstanceMetrics = InstanceMetrics {
     up: Gauge::noop(),
-    breaker_open: Gauge::noop(),
     breaker_state: [Gauge::noop(), Gauge::noop(), Gauge::noop()],
     calls: Counter::noop(),
     errors: Counter::noop(),
@@ -140,7 +136,7 @@ impl PairMetrics {
         Self {
             queue_depth: if with_fallback {
                 r.gauge(
-                    "tokenbroker_fallback_queue_depth",
+                    "tokenbroker_redis_copy_queue_depth",
                     "Copies to the fallback and read repairs waiting or in flight.",
                     &[],
                 )
@@ -148,28 +144,23 @@ impl PairMetrics {
                 Gauge::noop()
             },
             copies_done: fallback(
-                "tokenbroker_fallback_copies_total",
+                "tokenbroker_redis_copies_total",
                 "Entries of the copy queue done (copies, repairs, discards, coalesced copies).",
             ),
             copies_dropped: fallback(
-                "tokenbroker_fallback_copies_dropped_total",
+                "tokenbroker_redis_copies_dropped_total",
                 "Copies dropped because the queue was full.",
             ),
             copies_failed: fallback(
-                "tokenbroker_fallback_copies_failed_total",
+                "tokenbroker_redis_copies_failed_total",
                 "Copies that failed (instance down, timeout or merge conflict).",
             ),
             fallback_writes: fallback(
-                "tokenbroker_fallback_writes_total",
+                "tokenbroker_redis_fallback_writes_total",
                 "PutTokens written to the fallback because the primary failed.",
             ),
-            degraded_reads: r.counter(
-                "tokenbroker_store_degraded_reads_total",
-                "Reads that could not consult every Redis instance.",
-                &[],
-            ),
             read_repairs: r.counter(
-                "tokenbroker_read_repairs_total",
+                "tokenbroker_redis_read_repairs_total",
                 "Merged tokens written back to a primary that was behind.",
                 &[],
             ),
@@ -193,11 +184,6 @@ impl InstanceMetrics {
             up: r.gauge(
                 "tokenbroker_redis_up",
                 "1 when the instance answers its health checks.",
-                &labels,
-            ),
-            breaker_open: r.gauge(
-                "tokenbroker_redis_breaker_open",
-                "1 when the instance's circuit breaker is open or half-open.",
                 &labels,
             ),
             breaker_state: BREAKER_STATES.map(state),
@@ -240,7 +226,11 @@ impl<I> Shared<I> {
             PairEvent::CopyDropped => (&s.copies_dropped, &m.copies_dropped),
             PairEvent::CopyFailed => (&s.copies_failed, &m.copies_failed),
             PairEvent::FallbackWrite => (&s.fallback_writes, &m.fallback_writes),
-            PairEvent::DegradedRead => (&s.degraded_reads, &m.degraded_reads),
+            // Published by the broker, per GetToken (`tokenbroker_degraded_gets_total`).
+            PairEvent::DegradedRead => {
+                s.degraded_reads.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             PairEvent::ReadRepair => (&s.read_repairs, &m.read_repairs),
         };
         stat.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +272,6 @@ impl RedisInstance {
         let m = self.metrics();
         let one_if = |b: bool| f64::from(u8::from(b));
         m.up.set(one_if(self.is_up()));
-        m.breaker_open.set(one_if(self.breaker_open()));
         let state = self.breaker_state();
         for (gauge, name) in m.breaker_state.iter().zip(BREAKER_STATES) {
             gauge.set(one_if(name == state));
@@ -314,7 +303,6 @@ impl RedisStore {
             (&m.copies_dropped, &s.copies_dropped),
             (&m.copies_failed, &s.copies_failed),
             (&m.fallback_writes, &s.fallback_writes),
-            (&m.degraded_reads, &s.degraded_reads),
             (&m.read_repairs, &s.read_repairs),
         ] {
             metric.absolute(load(stat));

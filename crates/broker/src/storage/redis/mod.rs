@@ -47,7 +47,7 @@ mod pair_tests;
 pub use error::{InstanceError, Role};
 pub use instance::RedisInstance;
 pub use keys::{KeyLayout, LAYOUT_VERSION};
-pub use metrics::{DualStats, InstanceStats};
+pub use metrics::{InstanceStats, PairStats};
 pub use options::{ReadMode, RedisOptions, RedisUrl};
 pub use script::{MergeReply, decode as decode_merge_reply};
 pub use store::RedisStore;

@@ -147,11 +147,15 @@ pub struct RedisOptions {
     /// How often each instance is pinged (drives health, readiness and breaker recovery).
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
-    /// Capacity of the queue of asynchronous copies to the fallback; copies past it are dropped
-    /// (and counted), the caller is never blocked.
-    pub fallback_queue_capacity: usize,
-    /// Most copies sent to the fallback concurrently.
-    pub fallback_batch: usize,
+    /// Capacity of the copy queue: copies to the fallback, read repairs to the primary and the
+    /// discards ordered after them. Copies past it are dropped (and counted); the caller is
+    /// never blocked. Its earlier name, `fallback_queue_capacity`, is still read.
+    #[serde(alias = "fallback_queue_capacity")]
+    pub copy_queue_capacity: usize,
+    /// Most queued copies applied at once (concurrently, pipelined). Its earlier name,
+    /// `fallback_batch`, is still read.
+    #[serde(alias = "fallback_batch")]
+    pub copy_batch: usize,
 }
 
 impl Default for RedisOptions {
@@ -170,8 +174,8 @@ impl Default for RedisOptions {
             breaker_failures: 3,
             breaker_open_for: Duration::from_secs(1),
             health_interval: Duration::from_millis(500),
-            fallback_queue_capacity: 10_000,
-            fallback_batch: 64,
+            copy_queue_capacity: 10_000,
+            copy_batch: 64,
         }
     }
 }
@@ -193,11 +197,8 @@ impl RedisOptions {
         let positive = [
             ("redis.pool_size", self.pool_size),
             ("redis.breaker_failures", self.breaker_failures as usize),
-            (
-                "redis.fallback_queue_capacity",
-                self.fallback_queue_capacity,
-            ),
-            ("redis.fallback_batch", self.fallback_batch),
+            ("redis.copy_queue_capacity", self.copy_queue_capacity),
+            ("redis.copy_batch", self.copy_batch),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));

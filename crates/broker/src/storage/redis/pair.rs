@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use super::copy_queue::{Copy, run_copier};
 use super::error::Role;
 use super::keys::KeyLayout;
-use super::metrics::{DualStats, PairMetrics};
+use super::metrics::{PairMetrics, PairStats};
 use super::ops::InstanceOps;
 use super::options::ReadMode;
 
@@ -26,7 +26,7 @@ use super::options::ReadMode;
 pub(super) struct Shared<I> {
     pub(super) primary: Arc<I>,
     pub(super) fallback: Option<Arc<I>>,
-    pub(super) stats: DualStats,
+    pub(super) stats: PairStats,
     /// The published metrics, once the serving server registered them (`metrics`).
     pub(super) metrics: OnceLock<PairMetrics>,
     pub(super) drained: Notify,
@@ -99,7 +99,7 @@ impl<I: InstanceOps> Pair<I> {
         let shared = Arc::new(Shared {
             primary,
             fallback,
-            stats: DualStats::default(),
+            stats: PairStats::default(),
             metrics: OnceLock::new(),
             drained: Notify::new(),
             merge_reads_until: AtomicU64::new(0),

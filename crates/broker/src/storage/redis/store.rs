@@ -35,7 +35,7 @@ use super::error::Role;
 use super::health::spawn_health_checks;
 use super::instance::RedisInstance;
 use super::keys::KeyLayout;
-use super::metrics::DualStats;
+use super::metrics::PairStats;
 use super::options::{ReadMode, RedisOptions};
 use super::pair::{Pair, PairSettings};
 use super::recovery::{forward_readiness, poll_recovery_window};
@@ -80,8 +80,8 @@ impl RedisStore {
                 read_mode: options.read_mode,
                 token_ttl,
                 queue_wait: options.operation_timeout * 4,
-                queue_capacity: options.fallback_queue_capacity,
-                batch: options.fallback_batch,
+                queue_capacity: options.copy_queue_capacity,
+                batch: options.copy_batch,
             },
         );
         let shared = pair.shared.clone();
@@ -118,7 +118,7 @@ impl RedisStore {
     }
 
     /// The pair's counters (copies, fallback writes, degraded reads, read repairs).
-    pub fn stats(&self) -> &DualStats {
+    pub fn stats(&self) -> &PairStats {
         &self.pair.shared.stats
     }
 
