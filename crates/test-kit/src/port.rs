@@ -19,3 +19,25 @@ pub fn free_port() -> u16 {
         .expect("cannot bind a loopback port")
         .port()
 }
+
+/// `n` distinct loopback ports that were free a moment ago: all are bound at once before any is
+/// released, so none is handed out twice (a topology of several servers needs that; calling
+/// [`free_port`] `n` times may return a port just released again).
+///
+/// # Panics
+///
+/// If the loopback ports cannot be bound: the machine cannot run the tests.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
+}

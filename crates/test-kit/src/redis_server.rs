@@ -6,8 +6,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
@@ -22,9 +24,16 @@ const RETRY_EVERY: Duration = Duration::from_millis(20);
 /// dropped.
 pub struct RedisServer {
     port: u16,
+    /// A configuration file, passed first (a sentinel must have one: it rewrites it).
+    config_file: Option<PathBuf>,
     args: Vec<String>,
     tls: bool,
+    /// The process group the process joins (a topology's, see `process_group`), rather than
+    /// this process's.
+    group: Option<i32>,
     child: Option<Child>,
+    /// Stopped by [`Self::pause`] and not resumed since (atomic: `pause` takes `&self`).
+    paused: AtomicBool,
 }
 
 impl RedisServer {
@@ -53,12 +62,56 @@ impl RedisServer {
     pub fn try_start_with(args: &[&str]) -> io::Result<Self> {
         let mut server = Self {
             port: free_port(),
+            config_file: None,
             args: args.iter().map(|a| a.to_string()).collect(),
             tls: false,
+            group: None,
             child: None,
+            paused: AtomicBool::new(false),
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// A server of a topology: on `port`, with `config_file` (if any) first and `args` after the
+    /// kit's own (so they override them), in the process group `group`. Returns once it answers
+    /// PING.
+    pub(crate) fn start_node(
+        port: u16,
+        config_file: Option<PathBuf>,
+        args: Vec<String>,
+        group: i32,
+    ) -> io::Result<Self> {
+        let mut server = Self::launch_node(port, config_file, args, group)?;
+        server.wait_answering()?;
+        Ok(server)
+    }
+
+    /// [`Self::start_node`] that returns as soon as the process runs: several servers that
+    /// must find each other at start (sentinels) are launched together, then waited for with
+    /// [`Self::wait_ready`].
+    pub(crate) fn launch_node(
+        port: u16,
+        config_file: Option<PathBuf>,
+        args: Vec<String>,
+        group: i32,
+    ) -> io::Result<Self> {
+        let mut server = Self {
+            port,
+            config_file,
+            args,
+            tls: false,
+            group: Some(group),
+            child: None,
+            paused: AtomicBool::new(false),
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Waits until a launched server answers, or fails as soon as it exits.
+    pub(crate) fn wait_ready(&mut self) -> io::Result<()> {
+        self.wait_answering()
     }
 
     /// Starts with TLS only (the plain port disabled), with the certificate and key in `dir`
@@ -87,6 +140,7 @@ impl RedisServer {
         let file = |name: &str| dir.join(name).display().to_string();
         let mut server = Self {
             port,
+            config_file: None,
             args: vec![
                 "--tls-port".into(),
                 port.to_string(),
@@ -100,15 +154,31 @@ impl RedisServer {
                 if client_certificates { "yes" } else { "no" }.into(),
             ],
             tls: true,
+            group: None,
             child: None,
+            paused: AtomicBool::new(false),
         };
         server.spawn().unwrap_or_else(|error| panic!("{error}"));
         server
     }
 
     fn spawn(&mut self) -> io::Result<()> {
+        self.launch()?;
+        self.wait_answering()
+    }
+
+    /// Starts the process, without waiting for it to answer.
+    fn launch(&mut self) -> io::Result<()> {
         let plain_port = if self.tls { 0 } else { self.port };
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(config_file) = &self.config_file {
+            // redis-server reads a configuration file only as its first argument.
+            command.arg(config_file);
+        }
+        if let Some(group) = self.group {
+            command.process_group(group);
+        }
+        let child = command
             .args(["--port", &plain_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args([
@@ -133,7 +203,7 @@ impl RedisServer {
                 )
             })?;
         self.child = Some(child);
-        self.wait_answering()
+        Ok(())
     }
 
     /// Waits until the server answers, or fails as soon as it exits.
@@ -210,8 +280,19 @@ impl RedisServer {
             .expect("cannot connect to the test redis-server")
     }
 
+    /// Whether the kit's process runs (it was started and not killed since).
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether it runs and answers: running and not paused.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.is_running() && !self.paused.load(Ordering::Relaxed)
+    }
+
     /// SIGKILL, and waits for the process to end: its data is gone and the port is free.
     pub fn kill(&mut self) {
+        self.paused.store(false, Ordering::Relaxed);
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -237,6 +318,7 @@ impl RedisServer {
     /// If it is not running, or the signal cannot be sent.
     pub fn pause(&self) {
         self.signal("-STOP");
+        self.paused.store(true, Ordering::Relaxed);
     }
 
     /// SIGCONT: a paused server answers again, with everything it held.
@@ -246,6 +328,7 @@ impl RedisServer {
     /// If it is not running, or the signal cannot be sent.
     pub fn resume(&self) {
         self.signal("-CONT");
+        self.paused.store(false, Ordering::Relaxed);
     }
 
     /// Sends `signal` with kill(1): the standard library sends only SIGKILL, and this workspace
