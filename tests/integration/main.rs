@@ -15,6 +15,7 @@ mod grpc_api;
 mod lua_merge;
 mod observability;
 mod python_client;
+mod redis_cluster;
 mod redis_faults;
 mod redis_store;
 mod redis_tls;

@@ -25,6 +25,10 @@ enum Variant {
     PairPrimaryReads,
     /// One instance over TLS only (`rediss://`, verified against `redis.ca_file`).
     Tls,
+    /// A Redis Cluster (3 masters, a replica each) as the only instance (`redis+cluster://`).
+    Cluster,
+    /// A Redis Cluster as the primary, a standalone Redis as the fallback.
+    ClusterAndFallback,
 }
 
 /// A store of `variant` on its own redis-server processes, ready.
@@ -43,6 +47,18 @@ async fn fixture(variant: Variant) -> Fixture {
         ..options
     };
     let (options, servers, certificates) = match variant {
+        Variant::Cluster | Variant::ClusterAndFallback => {
+            let fallback = RedisServer::start();
+            let mut options = redis_options(&fallback, None);
+            options.primary_url =
+                Some(RedisUrl::parse(&crate::support::cluster::shared().url()).unwrap());
+            // The cluster is shared by the tests of this binary: a namespace each.
+            options.namespace = crate::support::cluster::namespace();
+            if matches!(variant, Variant::ClusterAndFallback) {
+                options.fallback_url = Some(RedisUrl::parse(&fallback.url()).unwrap());
+            }
+            (options, vec![fallback], None)
+        }
         Variant::PrimaryOnly => {
             let primary = RedisServer::start();
             (redis_options(&primary, None), vec![primary], None)
@@ -143,6 +159,8 @@ suite_against!(
     Variant::PairPrimaryReads
 );
 suite_against!(rediss, Variant::Tls);
+suite_against!(cluster, Variant::Cluster);
+suite_against!(cluster_and_fallback, Variant::ClusterAndFallback);
 
 fn t(s: &str) -> SessionToken {
     SessionToken::parse(s).unwrap()

@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod cluster;
 pub mod process;
 pub mod redis;
 pub mod stores;

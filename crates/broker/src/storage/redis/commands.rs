@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::oneshot;
 
+use super::connection::RedisConnection;
 use super::error::InstanceError;
 use super::instance::{MAX_BATCH, PendingGet, RedisInstance};
 use super::metrics::InstanceEvent;
@@ -161,6 +162,24 @@ impl RedisInstance {
         keys: Vec<String>,
     ) -> Result<Vec<Option<String>>, InstanceError> {
         self.call_untraced(|mut conn| async move {
+            if let RedisConnection::Cluster(_) = conn {
+                // On a cluster, one GET per key, sent at once (each node's connection pipelines
+                // them): the keys of a batch are on many slots, and redis-rs's split of a
+                // multi-slot MGET miscounts its replies while the slot map changes (measured:
+                // "Mismatch in the number of multi-slot results" during a failover).
+                let gets = keys.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("GET")
+                            .arg(key)
+                            .query_async::<Option<String>>(&mut conn)
+                            .await
+                    }
+                });
+                return futures_util::future::try_join_all(gets)
+                    .await
+                    .map_err(|e| self.redis_error(e));
+            }
             let mut cmd = redis::cmd("MGET");
             for key in &keys {
                 cmd.arg(key);

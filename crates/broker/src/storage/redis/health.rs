@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::connection::RedisConnection;
 use super::error::InstanceError;
 use super::instance::RedisInstance;
 
@@ -18,6 +19,23 @@ impl RedisInstance {
     pub async fn health_check(&self) {
         let check = async {
             let mut conn = self.connection(self.pick_slot()).await?;
+            if matches!(conn, RedisConnection::Cluster(_)) {
+                // One node's view: while a master is down and not yet replaced, its slots are
+                // uncovered and every node says `fail`; the fallback takes the puts meanwhile.
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    return Err(InstanceError::Redis(
+                        self.name(),
+                        "cluster_state is not ok: slots uncovered (a master down, a failover in progress?)".into(),
+                    ));
+                }
+                // Restarts are a node's affair: a cluster's masters have replicas.
+                return Ok(None);
+            }
             let info: String = redis::cmd("INFO")
                 .arg("server")
                 .query_async(&mut conn)

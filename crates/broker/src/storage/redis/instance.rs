@@ -21,9 +21,14 @@ use std::time::{Duration, Instant};
 use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
+use super::connection::{
+    RedisConnection, check_standalone_mode, cluster_client, cluster_connect_error, setting,
+};
 use super::error::{InstanceError, Role, transient};
 use super::metrics::{InstanceEvent, InstanceMetrics, InstanceStats};
 use super::options::{RedisOptions, RedisUrl, connection_info};
@@ -36,7 +41,8 @@ use breaker::{Admit, Breaker, BreakerConfig};
 pub struct RedisInstance {
     pub(super) role: Role,
     pub(super) url: RedisUrl,
-    pub(super) pool: Pool,
+    /// How connections are opened: a pool of standalone connections, or a cluster client.
+    pub(super) dialer: Dialer,
     /// A client certificate is configured (for the explanation of a refused TLS connection).
     pub(super) client_certificate: bool,
     pub(super) slots: Vec<Mutex<Option<Connection>>>,
@@ -59,6 +65,14 @@ pub struct RedisInstance {
     pub(super) metrics: OnceLock<InstanceMetrics>,
 }
 
+/// How an instance opens its connections.
+pub(super) enum Dialer {
+    /// `redis://`: deadpool opens up to `pool_size` multiplexed connections, held in `slots`.
+    Standalone(Pool),
+    /// `redis+cluster://`: one cluster connection (it holds a multiplexed connection per node).
+    Cluster(Box<ClusterClient>, Mutex<Option<ClusterConnection>>),
+}
+
 pub(super) type PendingGet = (
     String,
     oneshot::Sender<Result<Option<String>, InstanceError>>,
@@ -72,24 +86,33 @@ impl RedisInstance {
     /// use, the instance starts down until a health ping answers). Errors: the URL or the TLS
     /// settings cannot make a connection config, or the pool cannot be built.
     pub fn new(role: Role, url: RedisUrl, options: &RedisOptions) -> Result<Self, String> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.operation_timeout));
-        let connection_info = connection_info(role, &url, options)?;
-        let manager = Manager::new_with_config(connection_info, config)
-            .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(options.connect_timeout))
-            .wait_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| format!("redis {}: {e}", role.as_str()))?;
+        let dialer = if url.is_cluster() {
+            Dialer::Cluster(
+                Box::new(cluster_client(role, &url, options)?),
+                Mutex::new(None),
+            )
+        } else {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(Some(options.operation_timeout));
+            let connection_info = connection_info(role, &url, options)?;
+            let manager = Manager::new_with_config(connection_info, config)
+                .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
+            Dialer::Standalone(
+                Pool::builder(manager)
+                    .max_size(options.pool_size)
+                    .runtime(Runtime::Tokio1)
+                    .create_timeout(Some(options.connect_timeout))
+                    .wait_timeout(Some(options.connect_timeout))
+                    .build()
+                    .map_err(|e| format!("redis {}: {e}", role.as_str()))?,
+            )
+        };
         let (batch_tx, batch_rx) = mpsc::channel(MAX_BATCH * 16);
         Ok(Self {
             role,
             url,
-            pool,
+            dialer,
             client_certificate: options.client_cert_file.is_some(),
             slots: (0..options.pool_size).map(|_| Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
@@ -167,30 +190,71 @@ impl RedisInstance {
         self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()
     }
 
-    /// A connection handle from slot `index`, connecting the slot if it is empty.
-    pub(super) async fn connection(
-        &self,
-        index: usize,
-    ) -> Result<MultiplexedConnection, InstanceError> {
+    /// A connection handle from slot `index`, connecting the slot if it is empty (a cluster
+    /// instance has one connection, whatever the index).
+    pub(super) async fn connection(&self, index: usize) -> Result<RedisConnection, InstanceError> {
+        let pool = match &self.dialer {
+            Dialer::Standalone(pool) => pool,
+            Dialer::Cluster(client, held) => return self.cluster_connection(client, held).await,
+        };
         let mut slot = self.slots[index].lock().await;
         if let Some(conn) = slot.as_ref() {
-            return Ok(MultiplexedConnection::clone(conn));
+            return Ok(RedisConnection::Single(MultiplexedConnection::clone(conn)));
         }
-        let mut conn = match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
+        let mut conn = match tokio::time::timeout(self.connect_timeout, pool.get()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(InstanceError::Redis(self.name(), e.to_string())),
             Err(_) => return Err(InstanceError::Timeout(self.name(), self.connect_timeout)),
         };
-        // Pre-load the merge script so the first EVALSHA does not miss.
-        let load = MERGE_SCRIPT.load_async(&mut *conn);
-        match tokio::time::timeout(self.operation_timeout, load).await {
-            Ok(Ok(_)) => {}
+        // Refuse a cluster node or a Sentinel behind a standalone URL, and pre-load the merge
+        // script so the first EVALSHA does not miss.
+        let prepare = async {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut *conn)
+                .await?;
+            MERGE_SCRIPT.load_async(&mut *conn).await?;
+            Ok::<_, redis::RedisError>(info)
+        };
+        match tokio::time::timeout(self.operation_timeout, prepare).await {
+            Ok(Ok(info)) => {
+                if let Err(wrong_mode) = check_standalone_mode(self.role, &info) {
+                    tracing::error!(redis = self.name(), "{wrong_mode}");
+                    return Err(InstanceError::Redis(self.name(), wrong_mode));
+                }
+            }
             Ok(Err(e)) => return Err(self.first_command_failed(e)),
             Err(_) => return Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
         }
-        let handle = MultiplexedConnection::clone(&conn);
+        let handle = RedisConnection::Single(MultiplexedConnection::clone(&conn));
         *slot = Some(conn);
         Ok(handle)
+    }
+
+    /// The cluster connection, opened from the seeds if there is none.
+    async fn cluster_connection(
+        &self,
+        client: &ClusterClient,
+        held: &Mutex<Option<ClusterConnection>>,
+    ) -> Result<RedisConnection, InstanceError> {
+        let mut held = held.lock().await;
+        if let Some(conn) = held.as_ref() {
+            return Ok(RedisConnection::Cluster(conn.clone()));
+        }
+        let conn =
+            match tokio::time::timeout(self.connect_timeout, client.get_async_connection()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    let why = cluster_connect_error(self.role, &e);
+                    if why.contains(setting(self.role)) {
+                        tracing::error!(redis = self.name(), "{why}");
+                    }
+                    return Err(InstanceError::Redis(self.name(), why));
+                }
+                Err(_) => return Err(InstanceError::Timeout(self.name(), self.connect_timeout)),
+            };
+        *held = Some(conn.clone());
+        Ok(RedisConnection::Cluster(conn))
     }
 
     /// The first command on a new connection failed: over TLS, see
@@ -203,8 +267,13 @@ impl RedisInstance {
         InstanceError::Redis(self.name(), message)
     }
 
-    /// Empties one slot: its connection failed a call. The next call on it reconnects.
+    /// Empties one slot: its connection failed a call. The next call on it reconnects. (A
+    /// cluster connection reconnects to its nodes by itself; it is dropped only by
+    /// [`Self::reset_slots`].)
     pub(super) async fn invalidate(&self, index: usize) {
+        if matches!(self.dialer, Dialer::Cluster(..)) {
+            return;
+        }
         if let Some(conn) = self.slots[index].lock().await.take() {
             drop(Connection::take(conn));
         }
@@ -212,6 +281,9 @@ impl RedisInstance {
 
     /// Empties every slot (their connections are broken or suspect); the next calls reconnect.
     pub(super) async fn reset_slots(&self) {
+        if let Dialer::Cluster(_, held) = &self.dialer {
+            held.lock().await.take();
+        }
         for slot in &self.slots {
             if let Some(conn) = slot.lock().await.take() {
                 drop(Connection::take(conn));
@@ -253,7 +325,7 @@ impl RedisInstance {
     /// the outcome.
     pub(super) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, InstanceError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, InstanceError>>,
     {
         self.traced(op, self.call_untraced(f)).await
@@ -262,7 +334,7 @@ impl RedisInstance {
     /// [`Self::call`] without a span (for the read batchers, whose requesters hold the spans).
     pub(super) async fn call_untraced<T, F, Fut>(&self, f: F) -> Result<T, InstanceError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, InstanceError>>,
     {
         match self.breaker.admit(Instant::now()) {

@@ -21,6 +21,7 @@
 //!   rules on it), beside the real-Redis suites in `tests/`.
 
 mod commands;
+mod connection;
 mod copy_queue;
 mod discard;
 mod error;
@@ -44,6 +45,7 @@ mod fake;
 #[cfg(test)]
 mod pair_tests;
 
+pub use connection::RedisConnection;
 pub use error::{InstanceError, Role};
 pub use instance::RedisInstance;
 pub use keys::{KeyLayout, LAYOUT_VERSION};

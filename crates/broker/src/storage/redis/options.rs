@@ -12,27 +12,42 @@ use serde::{Deserialize, Deserializer};
 use super::error::Role;
 use super::tls;
 
-/// A Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Its Debug
-/// and Display forms hide the password, so it can be logged.
+/// A Redis URL: `redis://[user:password@]host:port[/db]` (`rediss://` for TLS) for a standalone
+/// Redis, or `redis+cluster://[user:password@]host:port,host:port,...` (`rediss+cluster://`) for a
+/// Redis Cluster, given by seed nodes from which the topology is discovered. Its Debug and
+/// Display forms hide the password, so it can be logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
 impl RedisUrl {
-    /// Checks that `url` is a `redis://` or `rediss://` URL that redis-rs can parse. The error
-    /// quotes the URL with its password hidden.
+    /// Checks that `url` is one of the forms above and that redis-rs can parse it (each seed of
+    /// a cluster URL). The error quotes the URL with its password hidden.
     pub fn parse(url: &str) -> Result<Self, String> {
+        let shown = || Self(url.to_owned());
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
-            Some("redis") | Some("rediss") => {}
+            Some("redis" | "rediss") => {
+                redis::parse_redis_url(url)
+                    .ok_or_else(|| format!("{} is not a valid Redis URL", shown()))?;
+            }
+            Some("redis+cluster" | "rediss+cluster") => {
+                let candidate = Self(url.to_owned());
+                let seeds = candidate.cluster_seeds();
+                if seeds.iter().any(|s| s.ends_with("://") || s.ends_with('@')) {
+                    return Err(format!("{} names an empty seed", shown()));
+                }
+                for seed in &seeds {
+                    redis::parse_redis_url(seed)
+                        .ok_or_else(|| format!("{} has a seed that is not host:port", shown()))?;
+                }
+            }
             _ => {
                 return Err(format!(
-                    "{} is not a redis:// or rediss:// URL",
-                    Self(url.to_owned())
+                    "{} is not a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL",
+                    shown()
                 ));
             }
         }
-        redis::parse_redis_url(url)
-            .ok_or_else(|| format!("{} is not a valid Redis URL", Self(url.to_owned())))?;
         Ok(Self(url.to_owned()))
     }
 
@@ -41,9 +56,36 @@ impl RedisUrl {
         &self.0
     }
 
-    /// True for a `rediss://` URL.
+    /// True for `rediss://` and `rediss+cluster://`.
     pub fn is_tls(&self) -> bool {
-        self.0.starts_with("rediss://")
+        self.0.starts_with("rediss://") || self.0.starts_with("rediss+cluster://")
+    }
+
+    /// True for `redis+cluster://` and `rediss+cluster://`.
+    pub fn is_cluster(&self) -> bool {
+        self.0.starts_with("redis+cluster://") || self.0.starts_with("rediss+cluster://")
+    }
+
+    /// A cluster URL's seeds as standalone URLs (`redis://[user:password@]host:port`, with
+    /// the credentials on each); empty for a standalone URL. For connecting only.
+    pub fn cluster_seeds(&self) -> Vec<String> {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return Vec::new();
+        };
+        let scheme = match scheme {
+            "redis+cluster" => "redis",
+            "rediss+cluster" => "rediss",
+            _ => return Vec::new(),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), rest),
+        };
+        hosts
+            .split(',')
+            .map(|host| format!("{scheme}://{userinfo}{}", host.trim()))
+            .collect()
     }
 
     fn redacted(&self) -> String {
@@ -277,5 +319,32 @@ mod tests {
         }
         let err = RedisUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn cluster_urls_give_their_seeds_with_the_credentials_and_hide_the_password() {
+        let u = RedisUrl::parse("rediss+cluster://app:s3cret@a:7000,b:7001/").unwrap();
+        assert!(u.is_cluster() && u.is_tls());
+        assert_eq!(
+            u.cluster_seeds(),
+            ["rediss://app:s3cret@a:7000", "rediss://app:s3cret@b:7001"]
+        );
+        assert_eq!(u.to_string(), "rediss+cluster://app:***@a:7000,b:7001/");
+        let plain = RedisUrl::parse("redis+cluster://127.0.0.1:7000").unwrap();
+        assert!(plain.is_cluster() && !plain.is_tls());
+        assert!(
+            RedisUrl::parse("redis://h:1")
+                .unwrap()
+                .cluster_seeds()
+                .is_empty()
+        );
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://u:pw@",
+        ] {
+            let err = RedisUrl::parse(bad).unwrap_err();
+            assert!(!err.contains("pw"), "{err}");
+        }
     }
 }

@@ -1,0 +1,185 @@
+//! Redis Cluster as an instance of the store (`redis+cluster://`), beyond the behaviour suite
+//! (stamped for it in `redis_store`): the wrong mode is refused with the setting named, and
+//! nothing is written to a lone node.
+
+use broker::storage::redis::{RedisStore, RedisUrl};
+use broker::{PutParams, SessionToken, StoreError, StoreKey, TokenStore};
+
+use crate::support::redis::RedisServer;
+use crate::support::stores::{TTL, redis_options};
+
+fn params() -> PutParams {
+    PutParams {
+        ttl: TTL,
+        max_segments: 16,
+    }
+}
+
+/// A standalone URL pointed at a cluster node: every put is refused (UNAVAILABLE, naming the
+/// setting), and the node never receives the key, whichever slot it has.
+#[tokio::test]
+async fn a_standalone_url_on_a_cluster_node_is_refused_and_writes_nothing() {
+    let cluster = crate::support::cluster::shared();
+    let node = cluster.masters()[0].clone();
+    let fallback = RedisServer::start();
+    let mut options = redis_options(&fallback, None);
+    options.primary_url = Some(RedisUrl::parse(&node.url()).unwrap());
+    options.namespace = crate::support::cluster::namespace();
+    let store = RedisStore::start(&options, TTL).unwrap();
+    let token = SessionToken::parse("0:1#5").unwrap();
+    for i in 0..20 {
+        let key = StoreKey::new("acct/db/coll", format!("k{i}"));
+        let err = store.put(&key, &token, params()).await.unwrap_err();
+        let StoreError::Unavailable(why) = &err else {
+            panic!("{err:?}");
+        };
+        // The first says why; the breaker then skips the instance.
+        if i == 0 {
+            assert!(
+                why.contains("redis.primary_url points at a Redis Cluster node"),
+                "{why}"
+            );
+        }
+    }
+    let mut conn = redis::Client::open(node.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", options.namespace))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "written to a lone node: {keys:?}");
+}
+
+/// A cluster URL pointed at a standalone Redis: refused, naming the setting.
+#[tokio::test]
+async fn a_cluster_url_on_a_standalone_redis_is_refused_naming_the_setting() {
+    let server = RedisServer::start();
+    let mut options = redis_options(&server, None);
+    options.primary_url =
+        Some(RedisUrl::parse(&format!("redis+cluster://127.0.0.1:{}", server.port())).unwrap());
+    let store = RedisStore::start(&options, TTL).unwrap();
+    let key = StoreKey::new("acct/db/coll", "k");
+    let err = store
+        .put(&key, &SessionToken::parse("0:1#5").unwrap(), params())
+        .await
+        .unwrap_err();
+    let StoreError::Unavailable(why) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        why.contains("redis.primary_url is a redis+cluster:// URL")
+            && why.contains("not a Redis Cluster node"),
+        "{why}"
+    );
+}
+
+/// A master of the cluster primary is killed under load and its replica promoted: no GetToken
+/// and no PutToken fails (the standalone fallback takes the puts while the slots are uncovered,
+/// reads merge both), and once the cluster is `ok` again puts land on it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_killed_under_load_fails_no_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    // Its own cluster: the one the other tests share must not fail over under them.
+    let cluster = Arc::new(test_kit::RedisCluster::start());
+    let fallback = RedisServer::start();
+    let mut options = redis_options(&fallback, Some(&fallback));
+    options.primary_url = Some(RedisUrl::parse(&cluster.url()).unwrap());
+    options.operation_timeout = std::time::Duration::from_millis(500);
+    let store = Arc::new(crate::support::stores::ready_store(&options).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (puts, gets, failures) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::<String>::new())),
+    );
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let (store, stop, puts, gets, failures) = (
+            store.clone(),
+            stop.clone(),
+            puts.clone(),
+            gets.clone(),
+            failures.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut lsn = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 31 + lsn) % 200));
+                lsn += 1;
+                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
+                match store.put(&key, &token, params()).await {
+                    Ok(_) => puts.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("put: {e}"));
+                        0
+                    }
+                };
+                match store.get(&key).await {
+                    Ok(_) => gets.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("get: {e}"));
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    // Load before, during and after the failover.
+    let wait_for_puts = |n: u64| {
+        let puts = puts.clone();
+        async move {
+            while puts.load(Ordering::Relaxed) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    wait_for_puts(500).await;
+    let killed = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = cluster.kill_master_of_slot(0);
+            cluster.wait_for_failover(&old)
+        })
+        .await
+        .unwrap()
+    };
+    crate::support::stores::wait_for(store.primary().up(), true).await;
+    let after_failover = puts.load(Ordering::Relaxed);
+    wait_for_puts(after_failover + 500).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(killed.is_master(), "the promoted replica is a master");
+    // Puts land on the cluster again, not only on the fallback.
+    let before = store.stats().fallback_writes.load(Ordering::Relaxed);
+    let key = StoreKey::new("acct/db/coll", "after");
+    store
+        .put(&key, &SessionToken::parse("0:1#1").unwrap(), params())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats().fallback_writes.load(Ordering::Relaxed),
+        before
+    );
+    eprintln!(
+        "failover under load: {} puts, {} gets, {} puts written to the fallback",
+        puts.load(Ordering::Relaxed),
+        gets.load(Ordering::Relaxed),
+        before
+    );
+}
