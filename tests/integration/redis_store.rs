@@ -29,6 +29,8 @@ enum Variant {
     Cluster,
     /// A Redis Cluster as the primary, a standalone Redis as the fallback.
     ClusterAndFallback,
+    /// A master that Redis Sentinel manages (`redis+sentinel://`), with a standalone fallback.
+    SentinelAndFallback,
 }
 
 /// A store of `variant` on its own redis-server processes, ready.
@@ -47,6 +49,14 @@ async fn fixture(variant: Variant) -> Fixture {
         ..options
     };
     let (options, servers, certificates) = match variant {
+        Variant::SentinelAndFallback => {
+            let fallback = RedisServer::start();
+            let mut options = redis_options(&fallback, Some(&fallback));
+            options.primary_url =
+                Some(RedisUrl::parse(&crate::support::cluster::shared_sentinel().url()).unwrap());
+            options.namespace = crate::support::cluster::namespace();
+            (options, vec![fallback], None)
+        }
         Variant::Cluster | Variant::ClusterAndFallback => {
             let fallback = RedisServer::start();
             let mut options = redis_options(&fallback, None);
@@ -161,6 +171,7 @@ suite_against!(
 suite_against!(rediss, Variant::Tls);
 suite_against!(cluster, Variant::Cluster);
 suite_against!(cluster_and_fallback, Variant::ClusterAndFallback);
+suite_against!(sentinel_and_fallback, Variant::SentinelAndFallback);
 
 fn t(s: &str) -> SessionToken {
     SessionToken::parse(s).unwrap()

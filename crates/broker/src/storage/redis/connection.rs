@@ -1,6 +1,7 @@
 //! The connection an instance's commands run on, whatever the topology behind it: one
-//! multiplexed connection to a standalone Redis, or redis-rs's cluster connection to a Redis
-//! Cluster (`redis+cluster://`), and how each is opened.
+//! multiplexed connection to a standalone Redis or to the master that Sentinel names
+//! (`redis+sentinel://`), or redis-rs's cluster connection to a Redis Cluster
+//! (`redis+cluster://`), and the clients that open them.
 //!
 //! Why redis-rs's cluster client rather than our own routing: it discovers the topology from the
 //! seeds, follows MOVED and ASK, refreshes the slot map and splits a multi-key MGET by slot;
@@ -12,7 +13,8 @@
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::error::Role;
 use super::options::{RedisOptions, RedisUrl};
@@ -84,6 +86,74 @@ pub(super) fn cluster_client(
         }
     }
     builder.build().map_err(|e| context(&e))
+}
+
+/// The Sentinel client of a `redis+sentinel://` URL: its sentinels, the master's name, the
+/// credentials (for the sentinels and the master alike), TLS files and TCP_NODELAY. Asks
+/// nothing yet.
+pub(super) fn sentinel_client(
+    role: Role,
+    url: &RedisUrl,
+    options: &RedisOptions,
+) -> Result<SentinelClient, String> {
+    let context = |e: &dyn std::fmt::Display| format!("{}: {url}: {e}", setting(role));
+    let master = url
+        .sentinel_master()
+        .ok_or_else(|| context(&"names no master"))?;
+    let sentinels = url
+        .sentinel_nodes()
+        .iter()
+        .map(|node| node.as_str().into_connection_info())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| context(&e))?;
+    let auth = sentinels
+        .first()
+        .map(|s| s.redis_settings().clone())
+        .unwrap_or_default();
+    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|s| s.addr().clone()),
+        master,
+        SentinelServerType::Master,
+    )
+    .map_err(|e| context(&e))?
+    .set_client_to_redis_tcp_settings(nodelay.clone())
+    .set_client_to_sentinel_tcp_settings(nodelay);
+    if let Some(user) = auth.username() {
+        builder = builder
+            .set_client_to_redis_username(user)
+            .set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = auth.password() {
+        builder = builder
+            .set_client_to_redis_password(password)
+            .set_client_to_sentinel_password(password);
+    }
+    if url.is_tls() {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(certificates) = super::tls::load(options).map_err(|e| context(&e))? {
+            builder = builder
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_certificates(certificates);
+        }
+    }
+    builder.build().map_err(|e| context(&e))
+}
+
+/// The explanation of a failed master lookup: a URL that reaches no sentinel says so.
+pub(super) fn sentinel_error(role: Role, e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    let not_a_sentinel = ["does not point to a sentinel", "unknown command"];
+    if not_a_sentinel.iter().any(|p| text.contains(p)) {
+        format!(
+            "{} is a redis+sentinel:// URL, but no sentinel answered as one ({text})",
+            setting(role)
+        )
+    } else {
+        text
+    }
 }
 
 /// The explanation of a failed cluster connection: a seed that is not a cluster node says so.

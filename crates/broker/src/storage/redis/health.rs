@@ -2,14 +2,16 @@
 //! detection, whatever the traffic.
 //!
 //! Why pings and not only call outcomes: readiness must turn to SERVING when an instance comes
-//! back even if no request is routed to it (its breaker is open), and a restarted Redis (a new
-//! `run_id`) must be noticed to open the `primary` read mode's recovery window.
+//! back even if no request is routed to it (its breaker is open), a restarted Redis (a new
+//! `run_id`) must be noticed to open the `primary` read mode's recovery window, and a master
+//! that Sentinel replaced must be left even while it still accepts writes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::connection::RedisConnection;
+use super::dial::Dialer;
 use super::error::InstanceError;
 use super::instance::RedisInstance;
 
@@ -18,6 +20,12 @@ impl RedisInstance {
     /// and notices restarts (a new `run_id`).
     pub async fn health_check(&self) {
         let check = async {
+            if matches!(self.dialer, Dialer::Sentinel(_)) {
+                // Ask the sentinels each round: after a failover the old master may accept
+                // writes for seconds more (until the sentinels demote it), so waiting for an
+                // error to reconnect would lose the puts made there meanwhile.
+                Box::pin(self.sentinel_master()).await?;
+            }
             let mut conn = self.connection(self.pick_slot()).await?;
             if matches!(conn, RedisConnection::Cluster(_)) {
                 // One node's view: while a master is down and not yet replaced, its slots are

@@ -18,17 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Connection, Manager, Pool, Runtime};
+use deadpool_redis::{Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
-use super::connection::{
-    RedisConnection, check_standalone_mode, cluster_client, cluster_connect_error, setting,
-};
+use super::connection::{RedisConnection, check_standalone_mode, cluster_client, sentinel_client};
+use super::dial::{Dialer, SentinelDialer};
 use super::error::{InstanceError, Role, transient};
 use super::metrics::{InstanceEvent, InstanceMetrics, InstanceStats};
 use super::options::{RedisOptions, RedisUrl, connection_info};
@@ -45,7 +42,7 @@ pub struct RedisInstance {
     pub(super) dialer: Dialer,
     /// A client certificate is configured (for the explanation of a refused TLS connection).
     pub(super) client_certificate: bool,
-    pub(super) slots: Vec<Mutex<Option<Connection>>>,
+    pub(super) slots: Vec<Mutex<Option<MultiplexedConnection>>>,
     pub(super) next_slot: AtomicUsize,
     pub(super) breaker: Breaker,
     pub(super) operation_timeout: Duration,
@@ -65,14 +62,6 @@ pub struct RedisInstance {
     pub(super) metrics: OnceLock<InstanceMetrics>,
 }
 
-/// How an instance opens its connections.
-pub(super) enum Dialer {
-    /// `redis://`: deadpool opens up to `pool_size` multiplexed connections, held in `slots`.
-    Standalone(Pool),
-    /// `redis+cluster://`: one cluster connection (it holds a multiplexed connection per node).
-    Cluster(Box<ClusterClient>, Mutex<Option<ClusterConnection>>),
-}
-
 pub(super) type PendingGet = (
     String,
     oneshot::Sender<Result<Option<String>, InstanceError>>,
@@ -86,15 +75,21 @@ impl RedisInstance {
     /// use, the instance starts down until a health ping answers). Errors: the URL or the TLS
     /// settings cannot make a connection config, or the pool cannot be built.
     pub fn new(role: Role, url: RedisUrl, options: &RedisOptions) -> Result<Self, String> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.operation_timeout));
         let dialer = if url.is_cluster() {
             Dialer::Cluster(
                 Box::new(cluster_client(role, &url, options)?),
                 Mutex::new(None),
             )
+        } else if url.is_sentinel() {
+            Dialer::Sentinel(Box::new(SentinelDialer {
+                client: Mutex::new(sentinel_client(role, &url, options)?),
+                config: config.clone(),
+                master: std::sync::Mutex::new(None),
+            }))
         } else {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(options.connect_timeout))
-                .set_response_timeout(Some(options.operation_timeout));
             let connection_info = connection_info(role, &url, options)?;
             let manager = Manager::new_with_config(connection_info, config)
                 .map_err(|e| format!("redis {}: {url}: {e}", role.as_str()))?;
@@ -193,27 +188,22 @@ impl RedisInstance {
     /// A connection handle from slot `index`, connecting the slot if it is empty (a cluster
     /// instance has one connection, whatever the index).
     pub(super) async fn connection(&self, index: usize) -> Result<RedisConnection, InstanceError> {
-        let pool = match &self.dialer {
-            Dialer::Standalone(pool) => pool,
-            Dialer::Cluster(client, held) => return self.cluster_connection(client, held).await,
-        };
+        if let Dialer::Cluster(client, held) = &self.dialer {
+            return self.cluster_connection(client, held).await;
+        }
         let mut slot = self.slots[index].lock().await;
         if let Some(conn) = slot.as_ref() {
-            return Ok(RedisConnection::Single(MultiplexedConnection::clone(conn)));
+            return Ok(RedisConnection::Single(conn.clone()));
         }
-        let mut conn = match tokio::time::timeout(self.connect_timeout, pool.get()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(InstanceError::Redis(self.name(), e.to_string())),
-            Err(_) => return Err(InstanceError::Timeout(self.name(), self.connect_timeout)),
-        };
+        let mut conn = Box::pin(self.open()).await?;
         // Refuse a cluster node or a Sentinel behind a standalone URL, and pre-load the merge
         // script so the first EVALSHA does not miss.
         let prepare = async {
             let info: String = redis::cmd("INFO")
                 .arg("server")
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await?;
-            MERGE_SCRIPT.load_async(&mut *conn).await?;
+            MERGE_SCRIPT.load_async(&mut conn).await?;
             Ok::<_, redis::RedisError>(info)
         };
         match tokio::time::timeout(self.operation_timeout, prepare).await {
@@ -226,35 +216,9 @@ impl RedisInstance {
             Ok(Err(e)) => return Err(self.first_command_failed(e)),
             Err(_) => return Err(InstanceError::Timeout(self.name(), self.operation_timeout)),
         }
-        let handle = RedisConnection::Single(MultiplexedConnection::clone(&conn));
+        let handle = RedisConnection::Single(conn.clone());
         *slot = Some(conn);
         Ok(handle)
-    }
-
-    /// The cluster connection, opened from the seeds if there is none.
-    async fn cluster_connection(
-        &self,
-        client: &ClusterClient,
-        held: &Mutex<Option<ClusterConnection>>,
-    ) -> Result<RedisConnection, InstanceError> {
-        let mut held = held.lock().await;
-        if let Some(conn) = held.as_ref() {
-            return Ok(RedisConnection::Cluster(conn.clone()));
-        }
-        let conn =
-            match tokio::time::timeout(self.connect_timeout, client.get_async_connection()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    let why = cluster_connect_error(self.role, &e);
-                    if why.contains(setting(self.role)) {
-                        tracing::error!(redis = self.name(), "{why}");
-                    }
-                    return Err(InstanceError::Redis(self.name(), why));
-                }
-                Err(_) => return Err(InstanceError::Timeout(self.name(), self.connect_timeout)),
-            };
-        *held = Some(conn.clone());
-        Ok(RedisConnection::Cluster(conn))
     }
 
     /// The first command on a new connection failed: over TLS, see
@@ -274,9 +238,7 @@ impl RedisInstance {
         if matches!(self.dialer, Dialer::Cluster(..)) {
             return;
         }
-        if let Some(conn) = self.slots[index].lock().await.take() {
-            drop(Connection::take(conn));
-        }
+        self.slots[index].lock().await.take();
     }
 
     /// Empties every slot (their connections are broken or suspect); the next calls reconnect.
@@ -285,9 +247,7 @@ impl RedisInstance {
             held.lock().await.take();
         }
         for slot in &self.slots {
-            if let Some(conn) = slot.lock().await.take() {
-                drop(Connection::take(conn));
-            }
+            slot.lock().await.take();
         }
     }
 

@@ -3,9 +3,12 @@
 //! breakers, health checks and an asynchronous copy queue.
 //!
 //! Module map, one job each:
-//! - settings and layout: `options` (settings, redacted URLs, the connection settings they
-//!   make), `tls` (the CA and client certificate files of `rediss://`), `keys` (the versioned
-//!   key layout);
+//! - settings and layout: `options` (settings, the connection settings they make), `url` (the
+//!   standalone, `redis+cluster://` and `redis+sentinel://` URLs, redacted), `tls` (the CA and
+//!   client certificate files of `rediss://`), `keys` (the versioned key layout);
+//! - reaching a topology: `connection` (the connection commands run on, the cluster and
+//!   Sentinel clients, the wrong-mode checks), `dial` (opening connections; following the
+//!   sentinels' master);
 //! - one Redis instance: `error` (roles, and which failures count against an instance),
 //!   `instance` (connections, deadlines, the breaker of the shared `tokenbroker-breaker` crate,
 //!   spans), `commands` (what the broker sends: batched reads, scripts, TTLs), `health` (pings,
@@ -23,6 +26,7 @@
 mod commands;
 mod connection;
 mod copy_queue;
+mod dial;
 mod discard;
 mod error;
 mod health;
@@ -38,6 +42,7 @@ mod recovery;
 mod script;
 mod store;
 mod tls;
+mod url;
 mod write;
 
 #[cfg(test)]

@@ -1,0 +1,149 @@
+//! A master that Redis Sentinel manages as an instance of the store (`redis+sentinel://`),
+//! beyond the behaviour suite (stamped for it in `redis_store`): failovers followed under load
+//! without a failed call, and a URL that reaches no sentinel refused naming the setting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use broker::storage::redis::{RedisStore, RedisUrl};
+use broker::{PutParams, SessionToken, StoreError, StoreKey, TokenStore};
+
+use crate::support::redis::RedisServer;
+use crate::support::stores::{TTL, ready_store, redis_options};
+
+fn params() -> PutParams {
+    PutParams {
+        ttl: TTL,
+        max_segments: 16,
+    }
+}
+
+/// `SENTINEL FAILOVER` under load: no call fails (the fallback takes the puts the old master
+/// cannot), and the broker moves to the new master by itself, although the old one goes on
+/// accepting writes for seconds (the sentinels demote it later): puts land on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
+    // Its own set: the shared one must not fail over under the other tests.
+    let sentinel = Arc::new(test_kit::RedisSentinel::start());
+    let fallback = RedisServer::start();
+    let mut options = redis_options(&fallback, Some(&fallback));
+    options.primary_url = Some(RedisUrl::parse(&sentinel.url()).unwrap());
+    options.operation_timeout = Duration::from_millis(500);
+    let store = Arc::new(ready_store(&options).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let (store, stop, puts, failures) =
+            (store.clone(), stop.clone(), puts.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lsn = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 31 + lsn) % 200));
+                lsn += 1;
+                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
+                if let Err(e) = store.put(&key, &token, params()).await {
+                    failures.lock().unwrap().push(format!("put: {e}"));
+                } else {
+                    puts.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(e) = store.get(&key).await {
+                    failures.lock().unwrap().push(format!("get: {e}"));
+                }
+            }
+        }));
+    }
+    let wait_for_puts = |n: u64| {
+        let puts = puts.clone();
+        async move {
+            while puts.load(Ordering::Relaxed) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    wait_for_puts(300).await;
+    let old = sentinel.master_addr();
+    let new = {
+        let sentinel = sentinel.clone();
+        tokio::task::spawn_blocking(move || sentinel.failover())
+            .await
+            .unwrap()
+    };
+    assert_ne!(old, new);
+    // The broker follows: a fresh key lands on the new master (polled: the move is noticed by
+    // the next health round, within `redis.health_interval`).
+    let mut on_new = redis::Client::open(format!("redis://{new}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let key = StoreKey::new("acct/db/coll", format!("after-{n}"));
+        store
+            .put(&key, &SessionToken::parse("0:1#1").unwrap(), params())
+            .await
+            .unwrap();
+        let found: Option<String> = redis::cmd("GET")
+            .arg(store.redis_key(&key))
+            .query_async(&mut on_new)
+            .await
+            .unwrap();
+        if found.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "puts never reached the new master {new}"
+        );
+        tokio::task::yield_now().await;
+    }
+    let after = puts.load(Ordering::Relaxed);
+    wait_for_puts(after + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+/// A sentinel URL that reaches a plain Redis: refused, naming the setting.
+#[tokio::test]
+async fn a_sentinel_url_on_a_plain_redis_is_refused_naming_the_setting() {
+    let server = RedisServer::start();
+    let mut options = redis_options(&server, None);
+    options.primary_url = Some(
+        RedisUrl::parse(&format!(
+            "redis+sentinel://127.0.0.1:{}/mymaster",
+            server.port()
+        ))
+        .unwrap(),
+    );
+    let store = RedisStore::start(&options, TTL).unwrap();
+    let err = store
+        .put(
+            &StoreKey::new("acct/db/coll", "k"),
+            &SessionToken::parse("0:1#5").unwrap(),
+            params(),
+        )
+        .await
+        .unwrap_err();
+    let StoreError::Unavailable(why) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        why.contains("redis.primary_url is a redis+sentinel:// URL"),
+        "{why}"
+    );
+}
