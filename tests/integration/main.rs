@@ -17,6 +17,7 @@ mod observability;
 mod python_client;
 mod redis_cluster;
 mod redis_faults;
+mod redis_replica_acks;
 mod redis_sentinel;
 mod redis_store;
 mod redis_tls;

@@ -38,7 +38,11 @@ impl RedisInstance {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.redis_error(e))?;
-            decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))
+            let reply = decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))?;
+            if matches!(reply, MergeReply::Merged { .. }) {
+                self.replicated(&mut conn).await?;
+            }
+            Ok(reply)
         })
         .await
     }
@@ -61,6 +65,9 @@ impl RedisInstance {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.redis_error(e))?;
+            if stored == 1 {
+                self.replicated(&mut conn).await?;
+            }
             Ok(stored == 1)
         })
         .await
@@ -84,6 +91,9 @@ impl RedisInstance {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.redis_error(e))?;
+            if reply.is_some() {
+                self.replicated(&mut conn).await?;
+            }
             Ok(reply.is_some())
         })
         .await
@@ -99,9 +109,40 @@ impl RedisInstance {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.redis_error(e))?;
+            if set == 1 {
+                self.replicated(&mut conn).await?;
+            }
             Ok(set == 1)
         })
         .await
+    }
+
+    /// With `redis.min_replica_acks` set: after a put's write on `conn`, `WAIT` on that same
+    /// connection (Redis waits for the replication offset of the connection's last write) until
+    /// that many replicas hold it, at most `redis.replica_ack_timeout`. Fewer in time: a
+    /// transient error, so the put fails over to the fallback (the write stays on this master:
+    /// a token only moves forward). Note that WAIT blocks its connection meanwhile, so the
+    /// commands multiplexed behind it wait too.
+    async fn replicated(&self, conn: &mut RedisConnection) -> Result<(), InstanceError> {
+        let Some((wanted, timeout)) = self.replica_acks else {
+            return Ok(());
+        };
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(timeout.as_millis().max(1) as u64)
+            .query_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        if acked < i64::from(wanted) {
+            return Err(InstanceError::Redis(
+                self.name(),
+                format!(
+                    "{acked} of the {wanted} replicas of redis.min_replica_acks held the put \
+                     within {timeout:?}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A put lost a compare-and-set to a concurrent writer (counted for the metrics).

@@ -46,6 +46,8 @@ pub struct RedisInstance {
     pub(super) next_slot: AtomicUsize,
     pub(super) breaker: Breaker,
     pub(super) operation_timeout: Duration,
+    /// `redis.min_replica_acks` and `redis.replica_ack_timeout`, when acks are required.
+    pub(super) replica_acks: Option<(u32, Duration)>,
     pub(super) connect_timeout: Duration,
     pub(super) up: watch::Sender<bool>,
     /// Redis `run_id` seen by the last ping: a change means the server restarted (and, without
@@ -116,6 +118,10 @@ impl RedisInstance {
                 open_for: options.breaker_open_for,
             }),
             operation_timeout: options.operation_timeout,
+            // The primary's: a put on the fallback (the primary failed) is acknowledged once the
+            // fallback, the second copy, has it.
+            replica_acks: (role == Role::Primary && options.min_replica_acks > 0)
+                .then_some((options.min_replica_acks, options.replica_ack_timeout)),
             connect_timeout: options.connect_timeout,
             up: watch::Sender::new(false),
             run_id: std::sync::Mutex::new(None),

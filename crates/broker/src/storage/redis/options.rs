@@ -88,6 +88,17 @@ pub struct RedisOptions {
     /// `fallback_batch`, is still read.
     #[serde(alias = "fallback_batch")]
     pub copy_batch: usize,
+    /// Replicas of the primary that must hold a put before it is acknowledged (Redis `WAIT`
+    /// after the write, on the same connection); 0 (the default) acknowledges once the master
+    /// has it. A put the fallback takes (the primary failed, or its replicas did not ack in
+    /// time) is acknowledged once the fallback has it. Not supported with a `redis+cluster://`
+    /// primary yet.
+    pub min_replica_acks: u32,
+    /// How long a put waits for `min_replica_acks` replicas; without them in time the
+    /// instance's put fails as unavailable (so the fallback takes it). Below
+    /// `redis.operation_timeout`. 100 ms by default.
+    #[serde(with = "humantime_serde")]
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -108,6 +119,8 @@ impl Default for RedisOptions {
             health_interval: Duration::from_millis(500),
             copy_queue_capacity: 10_000,
             copy_batch: 64,
+            min_replica_acks: 0,
+            replica_ack_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -150,6 +163,22 @@ impl RedisOptions {
         {
             return Err(format!("{name} must be at most 1h"));
         }
+        if self.min_replica_acks > 0 {
+            if self.replica_ack_timeout.is_zero()
+                || self.replica_ack_timeout >= self.operation_timeout
+            {
+                return Err(
+                    "redis.replica_ack_timeout must be more than 0 and less than \
+                            redis.operation_timeout"
+                        .into(),
+                );
+            }
+            if self.primary_url.as_ref().is_some_and(RedisUrl::is_cluster) {
+                return Err(
+                    "redis.min_replica_acks is not supported with redis+cluster:// yet".into(),
+                );
+            }
+        }
         super::tls::load(self).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -189,4 +218,40 @@ pub(super) fn connection_info(
     Ok(info
         .set_redis_settings(redis_settings)
         .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_acks(primary: &str, timeout: Duration) -> RedisOptions {
+        RedisOptions {
+            primary_url: Some(RedisUrl::parse(primary).unwrap()),
+            min_replica_acks: 1,
+            replica_ack_timeout: timeout,
+            ..RedisOptions::default()
+        }
+    }
+
+    #[test]
+    fn replica_acks_need_a_timeout_below_the_operation_timeout_and_no_cluster_primary() {
+        assert!(
+            with_acks("redis://h:1", Duration::from_millis(100))
+                .validate()
+                .is_ok()
+        );
+        let err = with_acks("redis://h:1", Duration::from_millis(250))
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("redis.replica_ack_timeout"), "{err}");
+        let err = with_acks("redis+cluster://h:1,h:2", Duration::from_millis(100))
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("redis.min_replica_acks"), "{err}");
+        assert!(
+            with_acks("redis+sentinel://s:26379/m", Duration::from_millis(100))
+                .validate()
+                .is_ok()
+        );
+    }
 }
