@@ -183,3 +183,78 @@ async fn a_master_killed_under_load_fails_no_call() {
         before
     );
 }
+
+/// Slots move between masters (`redis-cli --cluster reshard`, keys migrated: ASK, then MOVED)
+/// under load, with no fallback to hide a failure: no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshard_under_load_fails_no_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    // Its own cluster: the one the other tests share must not change under them.
+    let cluster = Arc::new(test_kit::RedisCluster::start());
+    let anchor = RedisServer::start();
+    let mut options = redis_options(&anchor, None);
+    options.primary_url = Some(RedisUrl::parse(&cluster.url()).unwrap());
+    options.operation_timeout = std::time::Duration::from_millis(500);
+    let store = Arc::new(crate::support::stores::ready_store(&options).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let (store, stop, puts, failures) =
+            (store.clone(), stop.clone(), puts.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lsn = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Many keys, so that the moved slots hold some.
+                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 131 + lsn) % 2000));
+                lsn += 1;
+                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
+                if let Err(e) = store.put(&key, &token, params()).await {
+                    failures.lock().unwrap().push(format!("put: {e}"));
+                } else {
+                    puts.fetch_add(1, Ordering::Relaxed);
+                }
+                match store.get(&key).await {
+                    Ok(read) if read.token.is_some() && !read.degraded => {}
+                    other => failures.lock().unwrap().push(format!("get: {other:?}")),
+                }
+            }
+        }));
+    }
+    let wait_for_puts = |n: u64| {
+        let puts = puts.clone();
+        async move {
+            while puts.load(Ordering::Relaxed) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    wait_for_puts(2000).await;
+    let moved = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            let masters = cluster.masters();
+            cluster.reshard(masters[0].port, masters[1].port, 200)
+        })
+        .await
+        .unwrap()
+    };
+    let after = puts.load(Ordering::Relaxed);
+    wait_for_puts(after + 500).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(moved.len(), 200);
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}

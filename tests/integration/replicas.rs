@@ -19,17 +19,6 @@ use crate::support::process::{connect_when_listening, free_port, spawn_broker_bi
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, redis_options, wait_for};
 
-async fn ready_replica(
-    primary: &RedisServer,
-    fallback: &RedisServer,
-) -> (tokio::process::Child, Channel) {
-    ready_binary(&[
-        ("TOKENBROKER_REDIS__PRIMARY_URL", primary.url()),
-        ("TOKENBROKER_REDIS__FALLBACK_URL", fallback.url()),
-    ])
-    .await
-}
-
 /// Starts the broker binary with extra environment and waits until it is ready.
 async fn ready_binary(extra: &[(&str, String)]) -> (tokio::process::Child, Channel) {
     let port = free_port();
@@ -63,14 +52,43 @@ async fn ready_binary(extra: &[(&str, String)]) -> (tokio::process::Child, Chann
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_broker_processes_lose_no_update_and_read_each_others_writes() {
+    let primary = RedisServer::start();
+    let fallback = RedisServer::start();
+    three_replicas_lose_no_update(&[
+        ("TOKENBROKER_REDIS__PRIMARY_URL", primary.url()),
+        ("TOKENBROKER_REDIS__FALLBACK_URL", fallback.url()),
+    ])
+    .await;
+}
+
+/// The same on a Redis Cluster primary (the binary's shared 3+3 cluster, a namespace of its own)
+/// with a standalone fallback: every compare-and-set runs on the key's master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_broker_processes_on_a_cluster_lose_no_update() {
+    let fallback = RedisServer::start();
+    three_replicas_lose_no_update(&[
+        (
+            "TOKENBROKER_REDIS__PRIMARY_URL",
+            crate::support::cluster::shared().url(),
+        ),
+        ("TOKENBROKER_REDIS__FALLBACK_URL", fallback.url()),
+        (
+            "TOKENBROKER_REDIS__NAMESPACE",
+            crate::support::cluster::namespace(),
+        ),
+    ])
+    .await;
+}
+
+/// Three broker processes with `env`, 24 writers through all three, read-your-writes through
+/// another replica after each acknowledgement, and every acknowledged token in the final read.
+async fn three_replicas_lose_no_update(env: &[(&str, String)]) {
     const WRITERS: usize = 24;
     const PUTS: usize = 40;
     const KEYS: usize = 3;
-    let primary = RedisServer::start();
-    let fallback = RedisServer::start();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(ready_replica(&primary, &fallback).await);
+        replicas.push(ready_binary(env).await);
     }
     let channels: Arc<Vec<Channel>> = Arc::new(replicas.iter().map(|(_, c)| c.clone()).collect());
     let acked: Arc<Mutex<Vec<Vec<SessionToken>>>> = Arc::new(Mutex::new(vec![Vec::new(); KEYS]));
