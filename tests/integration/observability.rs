@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use broker::TokenStore;
 use broker::metrics::LATENCY_BUCKETS;
-use broker::storage::redis::RedisStore;
+use broker::storage::redis::{RedisStore, RedisUrl};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -499,7 +499,44 @@ async fn every_documented_metric_is_scraped_with_its_labels() {
     })
     .await
     .unwrap();
-    let scrape = broker.scrape().await;
+    let standalone = broker.scrape().await;
+    // The topology metrics exist only for a cluster or a Sentinel instance: a second broker, on
+    // the binary's shared cluster (primary) and Sentinel set (fallback), scraped after a
+    // health round has published the cluster's slots.
+    let mut options = redis_options(&primary, None);
+    options.primary_url = Some(RedisUrl::parse(&crate::support::cluster::shared().url()).unwrap());
+    options.fallback_url =
+        Some(RedisUrl::parse(&crate::support::cluster::shared_sentinel().url()).unwrap());
+    options.namespace = crate::support::cluster::namespace();
+    let topologies = Arc::new(RedisStore::start(&options, TTL).unwrap());
+    wait_for(topologies.ready(), true).await;
+    let second = TestBroker::start_with_store(settings(), topologies).await;
+    let mut c2 = second.client().await;
+    c2.put_token(PutTokenRequest {
+        scope: "acct/db/m".into(),
+        key: "k".into(),
+        session_token: "0:1#1".into(),
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut topology_scrape = second.scrape().await;
+    while !topology_scrape.contains("tokenbroker_redis_cluster_masters{instance=\"primary\"} 3") {
+        assert!(std::time::Instant::now() < deadline, "{topology_scrape}");
+        tokio::task::yield_now().await;
+        topology_scrape = second.scrape().await;
+    }
+    for line in [
+        "tokenbroker_redis_cluster_slots{instance=\"primary\",state=\"ok\"} 16384",
+        "tokenbroker_redis_cluster_slots{instance=\"primary\",state=\"fail\"} 0",
+        "tokenbroker_redis_master_changes_total{instance=\"fallback\"} 0",
+    ] {
+        assert!(
+            topology_scrape.contains(line),
+            "no {line} in\n{topology_scrape}"
+        );
+    }
+    let scrape = format!("{standalone}\n{topology_scrape}");
 
     let label_value = |line: &str, label: &str| {
         let (_, rest) = line.split_once(&format!("{label}=\"")).unwrap();

@@ -103,6 +103,10 @@ async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
         );
         tokio::task::yield_now().await;
     }
+    assert!(
+        store.primary().stats.master_changes.load(Ordering::Relaxed) >= 1,
+        "the move was not counted (tokenbroker_redis_master_changes_total)"
+    );
     let after = puts.load(Ordering::Relaxed);
     wait_for_puts(after + 300).await;
     stop.store(true, Ordering::Relaxed);

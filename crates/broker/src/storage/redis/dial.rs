@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use super::connection::{RedisConnection, cluster_connect_error, sentinel_error, setting};
 use super::error::InstanceError;
 use super::instance::RedisInstance;
+use super::metrics::InstanceEvent;
 
 /// How an instance opens its connections.
 pub(super) enum Dialer {
@@ -95,6 +96,7 @@ impl RedisInstance {
             && before != address
         {
             tracing::warn!(redis = self.name(), from = %before, to = %address, "sentinel: the master moved; reconnecting");
+            self.count(InstanceEvent::MasterChange);
             self.reset_slots().await;
         }
         Ok(resolved)

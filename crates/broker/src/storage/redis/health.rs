@@ -14,6 +14,7 @@ use super::connection::RedisConnection;
 use super::dial::Dialer;
 use super::error::InstanceError;
 use super::instance::RedisInstance;
+use super::metrics::SLOT_STATES;
 
 impl RedisInstance {
     /// Pings the instance, bypassing the breaker: updates up/down, closes or opens the breaker,
@@ -35,10 +36,22 @@ impl RedisInstance {
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| self.redis_error(e))?;
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let slots = SLOT_STATES.map(|state| field(&format!("cluster_slots_{state}")));
+                self.publish_cluster(slots, field("cluster_size"));
                 if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
                     return Err(InstanceError::Redis(
                         self.name(),
-                        "cluster_state is not ok: slots uncovered (a master down, a failover in progress?)".into(),
+                        format!(
+                            "cluster_state is not ok: slots ok {}, pfail {}, fail {} (a master \
+                             down, a failover in progress?)",
+                            slots[0], slots[1], slots[2]
+                        ),
                     ));
                 }
                 // Restarts are a node's affair: a cluster's masters have replicas.

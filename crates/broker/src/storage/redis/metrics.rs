@@ -23,6 +23,7 @@ use breaker::STATES as BREAKER_STATES;
 use super::instance::RedisInstance;
 use super::pair::Shared;
 use super::store::RedisStore;
+use super::url::RedisUrl;
 use crate::metrics::Registrar;
 
 /// Counters of the pair, for tests (the published metrics follow them).
@@ -57,6 +58,8 @@ pub struct InstanceStats {
     pub skipped: AtomicU64,
     /// Puts that lost a compare-and-set to a concurrent writer and merged again.
     pub cas_conflicts: AtomicU64,
+    /// Sentinel instances: times the sentinels named another master than before.
+    pub master_changes: AtomicU64,
 }
 
 /// What happened to the pair.
@@ -78,6 +81,7 @@ pub(super) enum InstanceEvent {
     Timeout,
     Skipped,
     CasConflict,
+    MasterChange,
 }
 
 /// The pair's handles.
@@ -101,7 +105,16 @@ pub(super) struct InstanceMetrics {
     skipped: Counter,
     cas_conflicts: Counter,
     latency: Histogram,
+    /// Sentinel instances only (a no-op otherwise).
+    master_changes: Counter,
+    /// Cluster instances only (no-ops otherwise): slots by state, one per [`SLOT_STATES`].
+    cluster_slots: [Gauge; 3],
+    /// Cluster instances only: masters serving slots (`cluster_size`).
+    cluster_masters: Gauge,
 }
+
+/// The slot states of `CLUSTER INFO` published (`cluster_slots_ok`, `_pfail`, `_fail`).
+pub(super) const SLOT_STATES: [&str; 3] = ["ok", "pfail", "fail"];
 
 static NO_PAIR_METRICS: PairMetrics = PairMetrics {
     queue_depth: Gauge::noop(),
@@ -121,6 +134,9 @@ static NO_INSTANCE_METRICS: InstanceMetrics = InstanceMetrics {
     skipped: Counter::noop(),
     cas_conflicts: Counter::noop(),
     latency: Histogram::noop(),
+    master_changes: Counter::noop(),
+    cluster_slots: [Gauge::noop(), Gauge::noop(), Gauge::noop()],
+    cluster_masters: Gauge::noop(),
 };
 
 impl PairMetrics {
@@ -169,8 +185,22 @@ impl PairMetrics {
 }
 
 impl InstanceMetrics {
-    fn register(r: &Registrar<'_>, instance: &'static str) -> Self {
+    /// The handles of instance `instance` (`primary`, `fallback`), with the cluster or Sentinel
+    /// ones only where `url` is of that kind.
+    fn register(r: &Registrar<'_>, instance: &'static str, url: &RedisUrl) -> Self {
         let labels = [("instance", instance)];
+        let cluster = url.is_cluster();
+        let slots = |state| {
+            if cluster {
+                r.gauge(
+                    "tokenbroker_redis_cluster_slots",
+                    "Slots of a Redis Cluster instance by state (ok, pfail, fail), from CLUSTER INFO at each health check.",
+                    &[("instance", instance), ("state", state)],
+                )
+            } else {
+                Gauge::noop()
+            }
+        };
         let counter = |name, help| r.counter(name, help, &labels);
         let state_help = "1 for the circuit breaker's current state (closed, open or half_open), 0 for the others.";
         let state = |state| {
@@ -209,6 +239,24 @@ impl InstanceMetrics {
                 "Latency of the Redis calls made (connecting included; skipped calls excluded).",
                 &labels,
             ),
+            master_changes: if url.is_sentinel() {
+                counter(
+                    "tokenbroker_redis_master_changes_total",
+                    "Times the sentinels named another master than before (a failover followed).",
+                )
+            } else {
+                Counter::noop()
+            },
+            cluster_slots: SLOT_STATES.map(slots),
+            cluster_masters: if cluster {
+                r.gauge(
+                    "tokenbroker_redis_cluster_masters",
+                    "Masters serving slots in a Redis Cluster instance (cluster_size).",
+                    &labels,
+                )
+            } else {
+                Gauge::noop()
+            },
         }
     }
 }
@@ -257,9 +305,20 @@ impl RedisInstance {
             InstanceEvent::Timeout => (&s.timeouts, &m.timeouts),
             InstanceEvent::Skipped => (&s.skipped, &m.skipped),
             InstanceEvent::CasConflict => (&s.cas_conflicts, &m.cas_conflicts),
+            InstanceEvent::MasterChange => (&s.master_changes, &m.master_changes),
         };
         stat.fetch_add(1, Ordering::Relaxed);
         metric.increment(1);
+    }
+
+    /// Publishes a cluster's `CLUSTER INFO`: slots by state (in [`SLOT_STATES`] order) and
+    /// masters serving slots.
+    pub(super) fn publish_cluster(&self, slots: [u64; 3], masters: u64) {
+        let m = self.metrics();
+        for (gauge, count) in m.cluster_slots.iter().zip(slots) {
+            gauge.set(count as f64);
+        }
+        m.cluster_masters.set(masters as f64);
     }
 
     /// Records the latency of one call made.
@@ -309,9 +368,11 @@ impl RedisStore {
         }
         shared.queue_depth_is(load(&s.copies_pending));
         for instance in std::iter::once(&shared.primary).chain(shared.fallback.as_ref()) {
-            let _ = instance
-                .metrics
-                .set(InstanceMetrics::register(&r, instance.name()));
+            let _ = instance.metrics.set(InstanceMetrics::register(
+                &r,
+                instance.name(),
+                instance.url(),
+            ));
             let (m, s) = (instance.metrics(), &instance.stats);
             for (metric, stat) in [
                 (&m.calls, &s.calls),
@@ -319,6 +380,7 @@ impl RedisStore {
                 (&m.timeouts, &s.timeouts),
                 (&m.skipped, &s.skipped),
                 (&m.cas_conflicts, &s.cas_conflicts),
+                (&m.master_changes, &s.master_changes),
             ] {
                 metric.absolute(load(stat));
             }
