@@ -10,6 +10,7 @@ mod memory;
 mod procstat;
 mod redis_cost;
 mod report;
+mod shards;
 mod workload;
 
 use std::path::PathBuf;
@@ -109,6 +110,25 @@ enum Cmd {
         /// `--broker-env TOKENBROKER_REDIS__READ_MODE=primary`.
         #[arg(long = "broker-env", value_parser = parse_env_setting)]
         broker_env: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// PutToken on one Redis and on a Redis Cluster of 3 masters, in one run: puts/s and each
+    /// master's command time and CPU per put (see docs/redis.md).
+    Shards {
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// The tokenbroker binary (default: next to this one).
+        #[arg(long)]
+        broker_bin: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -264,6 +284,34 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => Err(e),
             }
+        }
+        Cmd::Shards {
+            duration,
+            warmup,
+            concurrency,
+            connections,
+            keys,
+            broker_bin,
+            json,
+        } => {
+            let args = shards::ShardsArgs {
+                duration,
+                warmup,
+                concurrency,
+                connections,
+                keys,
+                broker_bin,
+            };
+            shards::run(args).await.map(|rows| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).expect("rows serialise") // ok: plain data
+                    );
+                } else {
+                    shards::print(&rows);
+                }
+            })
         }
         Cmd::Memory {
             keys,
