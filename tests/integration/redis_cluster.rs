@@ -5,6 +5,7 @@
 use broker::storage::redis::{RedisStore, RedisUrl};
 use broker::{PutParams, SessionToken, StoreError, StoreKey, TokenStore};
 
+use crate::support::load::{Load, assert_none_failed};
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, redis_options};
 
@@ -83,7 +84,7 @@ async fn a_cluster_url_on_a_standalone_redis_is_refused_naming_the_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_killed_under_load_fails_no_call() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
 
     // Its own cluster: the one the other tests share must not fail over under them.
     let cluster = Arc::new(test_kit::RedisCluster::start());
@@ -93,55 +94,9 @@ async fn a_master_killed_under_load_fails_no_call() {
     options.operation_timeout = std::time::Duration::from_millis(500);
     let store = Arc::new(crate::support::stores::ready_store(&options).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (puts, gets, failures) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(std::sync::Mutex::new(Vec::<String>::new())),
-    );
-    let mut workers = Vec::new();
-    for w in 0..8u64 {
-        let (store, stop, puts, gets, failures) = (
-            store.clone(),
-            stop.clone(),
-            puts.clone(),
-            gets.clone(),
-            failures.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut lsn = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 31 + lsn) % 200));
-                lsn += 1;
-                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
-                match store.put(&key, &token, params()).await {
-                    Ok(_) => puts.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        failures.lock().unwrap().push(format!("put: {e}"));
-                        0
-                    }
-                };
-                match store.get(&key).await {
-                    Ok(_) => gets.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        failures.lock().unwrap().push(format!("get: {e}"));
-                        0
-                    }
-                };
-            }
-        }));
-    }
-    // Load before, during and after the failover.
-    let wait_for_puts = |n: u64| {
-        let puts = puts.clone();
-        async move {
-            while puts.load(Ordering::Relaxed) < n {
-                tokio::task::yield_now().await;
-            }
-        }
-    };
-    wait_for_puts(500).await;
-    let killed = {
+    let load = Load::start(store.clone(), 200, |_| true);
+    load.more_puts(500).await;
+    let promoted = {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || {
             let old = cluster.kill_master_of_slot(0);
@@ -151,20 +106,10 @@ async fn a_master_killed_under_load_fails_no_call() {
         .unwrap()
     };
     crate::support::stores::wait_for(store.primary().up(), true).await;
-    let after_failover = puts.load(Ordering::Relaxed);
-    wait_for_puts(after_failover + 500).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = std::mem::take(&mut *failures.lock().unwrap());
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(killed.is_master(), "the promoted replica is a master");
+    load.more_puts(500).await;
+    let puts = load.puts();
+    assert_none_failed(&load.stop().await);
+    assert!(promoted.is_master(), "the promoted replica is a master");
     // Puts land on the cluster again, not only on the fallback.
     let before = store.stats().fallback_writes.load(Ordering::Relaxed);
     let key = StoreKey::new("acct/db/coll", "after");
@@ -176,12 +121,7 @@ async fn a_master_killed_under_load_fails_no_call() {
         store.stats().fallback_writes.load(Ordering::Relaxed),
         before
     );
-    eprintln!(
-        "failover under load: {} puts, {} gets, {} puts written to the fallback",
-        puts.load(Ordering::Relaxed),
-        gets.load(Ordering::Relaxed),
-        before
-    );
+    eprintln!("failover under load: {puts} puts, {before} of them written to the fallback");
 }
 
 /// Slots move between masters (`redis-cli --cluster reshard`, keys migrated: ASK, then MOVED)
@@ -189,7 +129,6 @@ async fn a_master_killed_under_load_fails_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reshard_under_load_fails_no_call() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     // Its own cluster: the one the other tests share must not change under them.
     let cluster = Arc::new(test_kit::RedisCluster::start());
@@ -199,41 +138,9 @@ async fn a_reshard_under_load_fails_no_call() {
     options.operation_timeout = std::time::Duration::from_millis(500);
     let store = Arc::new(crate::support::stores::ready_store(&options).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let puts = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for w in 0..8u64 {
-        let (store, stop, puts, failures) =
-            (store.clone(), stop.clone(), puts.clone(), failures.clone());
-        workers.push(tokio::spawn(async move {
-            let mut lsn = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                // Many keys, so that the moved slots hold some.
-                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 131 + lsn) % 2000));
-                lsn += 1;
-                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
-                if let Err(e) = store.put(&key, &token, params()).await {
-                    failures.lock().unwrap().push(format!("put: {e}"));
-                } else {
-                    puts.fetch_add(1, Ordering::Relaxed);
-                }
-                match store.get(&key).await {
-                    Ok(read) if read.token.is_some() && !read.degraded => {}
-                    other => failures.lock().unwrap().push(format!("get: {other:?}")),
-                }
-            }
-        }));
-    }
-    let wait_for_puts = |n: u64| {
-        let puts = puts.clone();
-        async move {
-            while puts.load(Ordering::Relaxed) < n {
-                tokio::task::yield_now().await;
-            }
-        }
-    };
-    wait_for_puts(2000).await;
+    // Many keys, so that the moved slots hold some; no fallback, so a read is never degraded.
+    let load = Load::start(store, 2000, |read| read.token.is_some() && !read.degraded);
+    load.more_puts(2000).await;
     let moved = {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || {
@@ -243,18 +150,7 @@ async fn a_reshard_under_load_fails_no_call() {
         .await
         .unwrap()
     };
-    let after = puts.load(Ordering::Relaxed);
-    wait_for_puts(after + 500).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    load.more_puts(500).await;
+    assert_none_failed(&load.stop().await);
     assert_eq!(moved.len(), 200);
-    let failures = std::mem::take(&mut *failures.lock().unwrap());
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
 }

@@ -3,12 +3,13 @@
 //! without a failed call, and a URL that reaches no sentinel refused naming the setting.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use broker::storage::redis::{RedisStore, RedisUrl};
 use broker::{PutParams, SessionToken, StoreError, StoreKey, TokenStore};
 
+use crate::support::load::{Load, assert_none_failed};
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, ready_store, redis_options};
 
@@ -32,39 +33,8 @@ async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
     options.operation_timeout = Duration::from_millis(500);
     let store = Arc::new(ready_store(&options).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let puts = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for w in 0..8u64 {
-        let (store, stop, puts, failures) =
-            (store.clone(), stop.clone(), puts.clone(), failures.clone());
-        workers.push(tokio::spawn(async move {
-            let mut lsn = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = StoreKey::new("acct/db/coll", format!("k{}", (w * 31 + lsn) % 200));
-                lsn += 1;
-                let token = SessionToken::parse(&format!("{w}:1#{lsn}")).unwrap();
-                if let Err(e) = store.put(&key, &token, params()).await {
-                    failures.lock().unwrap().push(format!("put: {e}"));
-                } else {
-                    puts.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Err(e) = store.get(&key).await {
-                    failures.lock().unwrap().push(format!("get: {e}"));
-                }
-            }
-        }));
-    }
-    let wait_for_puts = |n: u64| {
-        let puts = puts.clone();
-        async move {
-            while puts.load(Ordering::Relaxed) < n {
-                tokio::task::yield_now().await;
-            }
-        }
-    };
-    wait_for_puts(300).await;
+    let load = Load::start(store.clone(), 200, |_| true);
+    load.more_puts(300).await;
     let old = sentinel.master_addr();
     let new = {
         let sentinel = sentinel.clone();
@@ -107,19 +77,8 @@ async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
         store.primary().stats.master_changes.load(Ordering::Relaxed) >= 1,
         "the move was not counted (tokenbroker_redis_master_changes_total)"
     );
-    let after = puts.load(Ordering::Relaxed);
-    wait_for_puts(after + 300).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = std::mem::take(&mut *failures.lock().unwrap());
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.more_puts(300).await;
+    assert_none_failed(&load.stop().await);
 }
 
 /// A sentinel URL that reaches a plain Redis: refused, naming the setting.

@@ -59,6 +59,24 @@ struct LoadArgs {
     json: bool,
 }
 
+/// What every run that starts its own broker takes.
+#[derive(clap::Args, Clone)]
+pub(crate) struct RunArgs {
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// The tokenbroker binary (default: next to this one).
+    #[arg(long)]
+    pub broker_bin: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load a running broker.
@@ -93,19 +111,8 @@ enum Cmd {
     },
     /// Start Redis and the broker, and run the whole comparison (see docs/performance.md).
     Compare {
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// The tokenbroker binary (default: next to this one).
-        #[arg(long)]
-        broker_bin: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         /// A broker setting as an environment variable (repeatable), e.g.
         /// `--broker-env TOKENBROKER_REDIS__READ_MODE=primary`.
         #[arg(long = "broker-env", value_parser = parse_env_setting)]
@@ -116,19 +123,8 @@ enum Cmd {
     /// PutToken on one Redis and on a Redis Cluster of 3 masters, in one run: puts/s and each
     /// master's command time and CPU per put (see docs/redis.md).
     Shards {
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// The tokenbroker binary (default: next to this one).
-        #[arg(long)]
-        broker_bin: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         #[arg(long)]
         json: bool,
     },
@@ -252,22 +248,17 @@ async fn main() -> ExitCode {
             .await
         }
         Cmd::Compare {
-            duration,
-            warmup,
-            concurrency,
-            connections,
-            keys,
-            broker_bin,
+            run,
             broker_env,
             json,
         } => {
             let args = compare::CompareArgs {
-                duration,
-                warmup,
-                concurrency,
-                connections,
-                keys,
-                broker_bin,
+                duration: run.duration,
+                warmup: run.warmup,
+                concurrency: run.concurrency,
+                connections: run.connections,
+                keys: run.keys,
+                broker_bin: run.broker_bin,
                 broker_env,
             };
             match compare::run(args).await {
@@ -285,24 +276,8 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Cmd::Shards {
-            duration,
-            warmup,
-            concurrency,
-            connections,
-            keys,
-            broker_bin,
-            json,
-        } => {
-            let args = shards::ShardsArgs {
-                duration,
-                warmup,
-                concurrency,
-                connections,
-                keys,
-                broker_bin,
-            };
-            shards::run(args).await.map(|rows| {
+        Cmd::Shards { run, json } => {
+            shards::run(run).await.map(|rows| {
                 if json {
                     println!(
                         "{}",

@@ -8,25 +8,16 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use test_kit::{ClusterOptions, RedisCluster, RedisServer, free_port};
 use tokio::process::Command;
 
+use crate::RunArgs;
 use crate::compare::{broker_binary, connect, redis_conn, wait_ready};
 use crate::load::{Target, closed_loop};
 use crate::redis_cost::{RedisCost, RedisCounters};
 use crate::workload::{Keys, Workload};
-
-pub struct ShardsArgs {
-    pub duration: Duration,
-    pub warmup: Duration,
-    pub concurrency: usize,
-    pub connections: usize,
-    pub keys: u64,
-    pub broker_bin: Option<PathBuf>,
-}
 
 /// One topology's row.
 #[derive(Serialize)]
@@ -37,7 +28,7 @@ pub struct ShardRow {
     pub masters: Vec<(String, RedisCost)>,
 }
 
-pub async fn run(args: ShardsArgs) -> Result<Vec<ShardRow>, String> {
+pub async fn run(args: RunArgs) -> Result<Vec<ShardRow>, String> {
     let bin = broker_binary(args.broker_bin.clone())?;
     let single = RedisServer::start();
     let mut rows = vec![measure(&args, &bin, "1 Redis", &single.url(), vec![single.url()]).await?];
@@ -51,7 +42,7 @@ pub async fn run(args: ShardsArgs) -> Result<Vec<ShardRow>, String> {
 }
 
 async fn measure(
-    args: &ShardsArgs,
+    args: &RunArgs,
     bin: &PathBuf,
     topology: &str,
     primary_url: &str,

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod certs;
 pub mod cluster;
+pub mod load;
 pub mod process;
 pub mod redis;
 pub mod stores;
