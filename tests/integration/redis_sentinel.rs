@@ -20,40 +20,24 @@ fn params() -> PutParams {
     }
 }
 
-/// `SENTINEL FAILOVER` under load: no call fails (the fallback takes the puts the old master
-/// cannot), and the broker moves to the new master by itself, although the old one goes on
-/// accepting writes for seconds (the sentinels demote it later): puts land on the new master.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
-    // Its own set: the shared one must not fail over under the other tests.
-    let sentinel = Arc::new(test_kit::RedisSentinel::start());
-    let fallback = RedisServer::start();
-    let mut options = redis_options(&fallback, Some(&fallback));
+/// A store on `sentinel`'s master with a standalone fallback, ready.
+async fn store_on(sentinel: &test_kit::RedisSentinel, fallback: &RedisServer) -> Arc<RedisStore> {
+    let mut options = redis_options(fallback, Some(fallback));
     options.primary_url = Some(RedisUrl::parse(&sentinel.url()).unwrap());
     options.operation_timeout = Duration::from_millis(500);
-    let store = Arc::new(ready_store(&options).await);
+    Arc::new(ready_store(&options).await)
+}
 
-    let load = Load::start(store.clone(), 200, |_| true);
-    load.more_puts(300).await;
-    let old = sentinel.master_addr();
-    let new = {
-        let sentinel = sentinel.clone();
-        tokio::task::spawn_blocking(move || sentinel.failover())
-            .await
-            .unwrap()
-    };
-    assert_ne!(old, new);
-    // The broker follows: a fresh key lands on the new master (polled: the move is noticed by
-    // the next health round, within `redis.health_interval`).
+/// Waits until a fresh put lands on the master at `new` (the move is noticed by the next
+/// health round, within `redis.health_interval`), and checks the move was counted.
+async fn until_puts_reach(store: &RedisStore, new: std::net::SocketAddr) {
     let mut on_new = redis::Client::open(format!("redis://{new}"))
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut n = 0;
-    loop {
-        n += 1;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
         let key = StoreKey::new("acct/db/coll", format!("after-{n}"));
         store
             .put(&key, &SessionToken::parse("0:1#1").unwrap(), params())
@@ -77,8 +61,54 @@ async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
         store.primary().stats.master_changes.load(Ordering::Relaxed) >= 1,
         "the move was not counted (tokenbroker_redis_master_changes_total)"
     );
+}
+
+/// `SENTINEL FAILOVER` under load: no call fails (the fallback takes the puts the old master
+/// cannot), and the broker moves to the new master by itself, although the old one goes on
+/// accepting writes for seconds (the sentinels demote it later): puts land on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sentinel_failover_under_load_fails_no_call_and_is_followed() {
+    // Its own set: the shared one must not fail over under the other tests.
+    let sentinel = Arc::new(test_kit::RedisSentinel::start());
+    let fallback = RedisServer::start();
+    let store = store_on(&sentinel, &fallback).await;
+    let load = Load::start(store.clone(), 200, |_| true);
+    load.more_puts(300).await;
+    let old = sentinel.master_addr();
+    let new = {
+        let sentinel = sentinel.clone();
+        tokio::task::spawn_blocking(move || sentinel.failover())
+            .await
+            .unwrap()
+    };
+    assert_ne!(old, new);
+    until_puts_reach(&store, new).await;
     load.more_puts(300).await;
     assert_none_failed(&load.stop().await);
+}
+
+/// The master killed under load: no call fails while the sentinels promote the replica (about
+/// 3 s: the fallback takes the puts, reads are degraded), and the broker moves to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_under_load_fails_no_call_and_is_followed() {
+    let sentinel = Arc::new(test_kit::RedisSentinel::start());
+    let fallback = RedisServer::start();
+    let store = store_on(&sentinel, &fallback).await;
+    let load = Load::start(store.clone(), 200, |_| true);
+    load.more_puts(300).await;
+    let new = {
+        let sentinel = sentinel.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = sentinel.kill_master();
+            sentinel.wait_for_failover(old)
+        })
+        .await
+        .unwrap()
+    };
+    until_puts_reach(&store, new).await;
+    load.more_puts(300).await;
+    assert_none_failed(&load.stop().await);
+    assert!(store.stats().fallback_writes.load(Ordering::Relaxed) > 0);
 }
 
 /// A sentinel URL that reaches a plain Redis: refused, naming the setting.
