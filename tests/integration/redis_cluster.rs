@@ -154,3 +154,71 @@ async fn a_reshard_under_load_fails_no_call() {
     assert_none_failed(&load.stop().await);
     assert_eq!(moved.len(), 200);
 }
+
+/// The smallest Redis user of docs/redis.md, with the additions its cluster section names,
+/// serves a cluster: puts, reads, discards and the health checks run without one ACL denial on
+/// any node.
+#[tokio::test]
+async fn the_documented_acl_rule_serves_a_cluster() {
+    use crate::redis_tls::acl::{PASSWORD, USER, documented_rules};
+
+    let doc = include_str!("../../docs/redis.md");
+    let (_, after) = doc
+        .split_once("a cluster needs ")
+        .expect("docs/redis.md names what a cluster needs");
+    let additions: Vec<String> = after
+        .split_once(" beyond")
+        .expect("... beyond the rule below")
+        .0
+        .split_whitespace()
+        .map(|r| r.trim_matches('`').to_owned())
+        .collect();
+    assert!(
+        additions.iter().all(|r| r.starts_with('+')),
+        "{additions:?}"
+    );
+    let mut rules = documented_rules();
+    rules.extend(additions);
+    let mut extra_args = vec!["--user".to_owned(), USER.to_owned()];
+    extra_args.extend(rules);
+    let cluster = test_kit::RedisCluster::start_with(test_kit::ClusterOptions {
+        extra_args,
+        ..Default::default()
+    });
+    let seeds: Vec<String> = cluster
+        .ports()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let anchor = RedisServer::start();
+    let mut options = redis_options(&anchor, None);
+    options.primary_url = Some(
+        RedisUrl::parse(&format!(
+            "redis+cluster://{USER}:{PASSWORD}@{}",
+            seeds.join(",")
+        ))
+        .unwrap(),
+    );
+    let store = crate::support::stores::ready_store(&options).await;
+    for i in 0..50 {
+        let key = StoreKey::new("acct/db/coll", format!("k{i}"));
+        let token = SessionToken::parse(&format!("0:1#{}", i + 1)).unwrap();
+        store.put(&key, &token, params()).await.unwrap();
+        store.put(&key, &token, params()).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().token, Some(token.clone()));
+        store.discard(&key, &token).await.unwrap();
+    }
+    for url in cluster.node_urls() {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let log: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("LOG")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(log.is_empty(), "{url}: {log:?}");
+    }
+}

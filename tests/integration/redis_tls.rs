@@ -7,7 +7,7 @@
 //! The brokers here are the built binary, configured by `TOKENBROKER_*` variables as in a
 //! deployment, without `SSL_CERT_FILE`: the CA comes from `redis.ca_file` only.
 
-mod acl;
+pub(crate) mod acl;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -14,12 +14,12 @@ use redis::{Commands, IntoConnectionInfo, Value};
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, ready_store, redis_options, wait_for};
 
-const USER: &str = "tokenbroker";
-const PASSWORD: &str = "acl-test-password";
+pub(crate) const USER: &str = "tokenbroker";
+pub(crate) const PASSWORD: &str = "acl-test-password";
 
 /// The rules of the `ACL SETUSER tokenbroker ...` line of docs/redis.md, with the test's
 /// password in place of the placeholder.
-fn documented_rules() -> Vec<String> {
+pub(crate) fn documented_rules() -> Vec<String> {
     let doc = include_str!("../../../docs/redis.md");
     let prefix = format!("ACL SETUSER {USER} ");
     let lines: Vec<&str> = doc.lines().filter(|l| l.starts_with(&prefix)).collect();
