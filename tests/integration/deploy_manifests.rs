@@ -1,6 +1,6 @@
 //! The deployment files (deploy/*.yaml, docker-compose.yml, Dockerfile) checked against the
-//! code: ports, health service names, the TOKENBROKER_* variables the configuration reads, and
-//! the shutdown timing.
+//! code: ports, health service names, the TOKENBROKER_* variables the configuration reads, the
+//! shutdown timing, and docker-compose.yml's `cluster` profile against the cluster URL form.
 //!
 //! Why a test: these files repeat facts that live in the code (a default port, a service name,
 //! a config key). Nothing else fails when one of them drifts, and a drifted manifest fails only
@@ -550,12 +550,110 @@ fn services_pdb_and_hpa_target_the_deployment() {
     assert!(u64_at(hpa, "spec.maxReplicas") >= u64_at(hpa, "spec.minReplicas"));
 }
 
+/// docker-compose.yml as compose reads it: one document, its merge keys (`<<: *anchor`)
+/// applied.
+fn compose() -> Value {
+    let path = repo().join("docker-compose.yml");
+    let mut docs = documents(&path);
+    assert_eq!(docs.len(), 1);
+    let mut compose = docs.remove(0);
+    compose
+        .apply_merge()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    compose
+}
+
+/// The profiles a compose service is listed in; none: it runs in every profile.
+fn profiles(service: &Value) -> Vec<&str> {
+    service
+        .get("profiles")
+        .map(|p| {
+            p.as_sequence()
+                .expect("profiles is a list")
+                .iter()
+                .map(|p| p.as_str().expect("a profile name"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The services `docker compose --profile <profile> up` runs (`None`: plain `up`), by name.
+fn compose_services<'a>(compose: &'a Value, profile: Option<&str>) -> BTreeMap<&'a str, &'a Value> {
+    at(compose, "services")
+        .as_mapping()
+        .expect("services is a mapping")
+        .iter()
+        .map(|(name, service)| (name.as_str().expect("a service name"), service))
+        .filter(|(_, service)| {
+            let listed = profiles(service);
+            listed.is_empty() || profile.is_some_and(|p| listed.contains(&p))
+        })
+        .collect()
+}
+
+/// A service's `command` as its arguments.
+fn command(service: &Value) -> Vec<String> {
+    match service.get("command") {
+        Some(Value::Sequence(args)) => args
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .expect("command arguments are strings")
+                    .to_string()
+            })
+            .collect(),
+        Some(Value::String(line)) => line.split_whitespace().map(str::to_string).collect(),
+        other => panic!("no command: {other:?}"),
+    }
+}
+
+/// The argument after `flag` in `args`.
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// `host:port` of a standalone `redis://host:port` URL (no credentials, no database).
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url
+        .strip_prefix("redis://")
+        .unwrap_or_else(|| panic!("{url} is not a plain redis:// URL"));
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{url} names no port"));
+    (host.to_string(), port.parse().unwrap())
+}
+
+/// The ports a compose service publishes, as (host, container) pairs.
+fn published_ports(service: &Value) -> Vec<(u16, u16)> {
+    seq(service, "ports")
+        .iter()
+        .map(|p| {
+            let p = p.as_str().expect("ports as \"host:container\" strings");
+            let (host, container) = p.rsplit_once(':').expect("host:container");
+            let host = host.rsplit(':').next().unwrap();
+            (host.parse().unwrap(), container.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Every string in `v`, keys excluded.
+fn strings(v: &Value) -> Vec<&str> {
+    match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::Mapping(m) => m.values().flat_map(strings).collect(),
+        Value::Tagged(t) => strings(&t.value),
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn docker_compose_matches_the_server() {
-    let path = repo().join("docker-compose.yml");
-    let docs = documents(&path);
-    assert_eq!(docs.len(), 1);
-    let compose = &docs[0];
+    let compose = &compose();
     let broker = at(compose, "services.tokenbroker");
     let env = string_map(broker, "environment");
     let settings = check_environment("docker-compose.yml", &env);
@@ -574,13 +672,7 @@ fn docker_compose_matches_the_server() {
     }
 
     // Published ports reach the container ports the server listens on.
-    let published: BTreeSet<u16> = seq(broker, "ports")
-        .iter()
-        .map(|p| {
-            let p = p.as_str().expect("ports as \"host:container\" strings");
-            p.rsplit(':').next().unwrap().parse().unwrap()
-        })
-        .collect();
+    let published: BTreeSet<u16> = published_ports(broker).iter().map(|(_, c)| *c).collect();
     assert_eq!(
         published,
         BTreeSet::from([
@@ -589,6 +681,227 @@ fn docker_compose_matches_the_server() {
         ])
     );
     assert_eq!(default_port(&settings.listen), grpc_port());
+}
+
+/// The default profile is what it was: one broker and its two standalone Redis; everything else
+/// is behind a profile. And no value has a lone `$`: compose would substitute it from the
+/// host's environment (a shell's `$` is written `$$`).
+#[test]
+fn docker_compose_default_profile_is_the_broker_and_two_redis() {
+    let compose = &compose();
+    let default: BTreeSet<&str> = compose_services(compose, None).into_keys().collect();
+    assert_eq!(
+        default,
+        BTreeSet::from(["tokenbroker", "redis-primary", "redis-fallback"]),
+        "plain `docker compose up` must run the same services as before; put the others \
+         behind a profile"
+    );
+    for s in strings(at(compose, "services")) {
+        assert!(
+            !s.replace("$$", "").contains('$'),
+            "compose would substitute the `$` of {s:?} from the host's environment: write `$$`"
+        );
+    }
+}
+
+/// The `cluster` profile: a broker on a Redis Cluster of the profile's own nodes. Its
+/// environment loads; its primary is a `redis+cluster://` URL whose seeds are exactly the
+/// profile's cluster nodes, at their ports; every node runs in cluster mode and announces its
+/// service name, the name the broker resolves (on the compose network, container IPs change);
+/// the init service creates the cluster from those nodes, once they answer, with one replica
+/// per master (3 masters); the broker waits for it and for its standalone fallback.
+#[test]
+fn docker_compose_cluster_profile_matches_the_server() {
+    const PROFILE: &str = "cluster";
+    const BROKER: &str = "tokenbroker-cluster";
+    const INIT: &str = "redis-cluster-init";
+    let compose = &compose();
+    let services = compose_services(compose, Some(PROFILE));
+    let service = |name: &str| -> &Value {
+        services
+            .get(name)
+            .unwrap_or_else(|| panic!("no service {name} in profile {PROFILE}"))
+    };
+
+    // The broker variant, checked like the default broker.
+    let broker = service(BROKER);
+    assert_eq!(profiles(broker), vec![PROFILE]);
+    let env = string_map(broker, "environment");
+    let settings = check_environment(&format!("docker-compose.yml {BROKER}"), &env);
+    let primary = settings.redis.primary_url.as_ref().expect("a primary URL");
+    assert!(
+        primary.is_cluster(),
+        "{primary} is not a redis+cluster:// URL"
+    );
+
+    // Its seeds are the profile's cluster nodes, every one of them, at their ports.
+    let nodes: BTreeMap<&str, &Value> = services
+        .iter()
+        .filter(|(_, s)| arg_after(&command(s), "--cluster-enabled").is_some())
+        .map(|(name, s)| (*name, *s))
+        .collect();
+    let node_port = |name: &str| -> u16 {
+        arg_after(&command(nodes[name]), "--port").map_or(6379, |p| p.parse().unwrap())
+    };
+    let seeds: Vec<(String, u16)> = primary
+        .cluster_seeds()
+        .iter()
+        .map(|s| host_port(s))
+        .collect();
+    assert_eq!(
+        seeds.len(),
+        6,
+        "3 masters and 3 replicas as seeds: {seeds:?}"
+    );
+    for (host, port) in &seeds {
+        assert!(
+            nodes.contains_key(host.as_str()),
+            "seed {host} is not a cluster node of profile {PROFILE} ({:?})",
+            nodes.keys()
+        );
+        assert_eq!(*port, node_port(host), "seed {host}: not the node's port");
+    }
+    let seed_hosts: BTreeSet<&str> = seeds.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        seed_hosts,
+        nodes.keys().copied().collect(),
+        "every node once as a seed"
+    );
+
+    // Every node: Redis 7 (hostnames in CLUSTER SLOTS), cluster mode, its own name announced
+    // and used as its endpoint, health-checked, profile-only, not published to the host (a
+    // client there could not resolve the names the nodes announce), evicting by TTL when full.
+    for (name, node) in &nodes {
+        let args = command(node);
+        assert!(
+            str_at(node, "image").starts_with("redis:7"),
+            "{name}: --cluster-announce-hostname needs Redis 7"
+        );
+        assert_eq!(profiles(node), vec![PROFILE], "{name}");
+        assert_eq!(arg_after(&args, "--cluster-enabled"), Some("yes"), "{name}");
+        assert_eq!(
+            arg_after(&args, "--cluster-announce-hostname"),
+            Some(*name),
+            "{name} must announce its service name, which the broker resolves"
+        );
+        assert_eq!(
+            arg_after(&args, "--cluster-preferred-endpoint-type"),
+            Some("hostname"),
+            "{name}: clients must be sent to the announced name, not the container IP"
+        );
+        assert_eq!(
+            arg_after(&args, "--maxmemory-policy"),
+            Some("volatile-ttl"),
+            "{name}"
+        );
+        at(node, "healthcheck.test");
+        assert!(node.get("ports").is_none(), "{name}: published to the host");
+    }
+
+    // The init service: after every node answers, creates the cluster from exactly those nodes
+    // with one replica per master, which makes 3 masters of the 6 nodes.
+    let init = service(INIT);
+    assert_eq!(profiles(init), vec![PROFILE]);
+    for name in nodes.keys() {
+        assert_eq!(
+            str_at(init, &format!("depends_on.{name}.condition")),
+            "service_healthy",
+            "{INIT} must wait for {name}"
+        );
+    }
+    let listed: BTreeSet<(String, u16)> = string_map(init, "environment")
+        .get("NODES")
+        .expect("NODES: the nodes to create the cluster from")
+        .split_whitespace()
+        .map(|n| host_port(&format!("redis://{n}")))
+        .collect();
+    assert_eq!(
+        listed,
+        seeds.iter().cloned().collect(),
+        "{INIT} NODES vs the broker's seeds"
+    );
+    let script = command(init).join(" ");
+    assert!(
+        script.contains("for node in $$NODES") && script.contains("redis-cli --cluster create "),
+        "{INIT} does not create the cluster from $NODES: {script}"
+    );
+    let words: Vec<String> = script.split_whitespace().map(str::to_string).collect();
+    let replicas: usize = arg_after(&words, "--cluster-replicas")
+        .expect("--cluster-replicas")
+        .parse()
+        .unwrap();
+    assert_eq!(replicas, 1, "one replica per master");
+    assert_eq!(nodes.len() / (replicas + 1), 3, "3 masters");
+    assert!(
+        words.iter().any(|w| w == "--cluster-yes"),
+        "{INIT} would wait for a yes"
+    );
+    assert!(
+        init.get("restart").and_then(Value::as_str).unwrap_or("no") == "no",
+        "{INIT} runs once"
+    );
+
+    // The broker starts once the cluster is created, with its fallback healthy: a standalone
+    // Redis of this profile or the default one, not a cluster node.
+    assert_eq!(
+        str_at(broker, &format!("depends_on.{INIT}.condition")),
+        "service_completed_successfully",
+        "{BROKER} must start once {INIT} has created the cluster"
+    );
+    let fallback = settings
+        .redis
+        .fallback_url
+        .as_ref()
+        .expect("a fallback URL");
+    let (fallback_host, _) = host_port(fallback.expose());
+    assert!(
+        !nodes.contains_key(fallback_host.as_str()),
+        "the fallback must not be a cluster node"
+    );
+    service(&fallback_host);
+    at(
+        compose,
+        &format!("services.{fallback_host}.healthcheck.test"),
+    );
+    assert_eq!(
+        str_at(broker, &format!("depends_on.{fallback_host}.condition")),
+        "service_healthy"
+    );
+    for (name, s) in &services {
+        for dependency in s
+            .get("depends_on")
+            .and_then(Value::as_mapping)
+            .map(|m| m.keys().filter_map(Value::as_str).collect())
+            .unwrap_or_else(Vec::new)
+        {
+            assert!(
+                services.contains_key(dependency),
+                "{name} depends on {dependency}, which profile {PROFILE} does not run"
+            );
+        }
+    }
+
+    // Ports: the container ports the server listens on, published on host ports other than
+    // the default broker's, so that both can run at once.
+    let ports = published_ports(broker);
+    let containers: BTreeSet<u16> = ports.iter().map(|(_, c)| *c).collect();
+    assert_eq!(
+        containers,
+        BTreeSet::from([
+            default_port(&settings.listen),
+            default_port(&settings.metrics.listen)
+        ])
+    );
+    let default_hosts: BTreeSet<u16> = published_ports(at(compose, "services.tokenbroker"))
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
+    for (host, _) in &ports {
+        assert!(
+            !default_hosts.contains(host),
+            "{BROKER} publishes host port {host}, which the default broker uses"
+        );
+    }
 }
 
 /// The numeric UID of the Dockerfile's last USER instruction.
