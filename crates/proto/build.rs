@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses a compiled build
+    // script for another checkout of the same package (a worktree sharing the target dir).
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let file = "tokenbroker/v1/token_broker.proto";
     println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
 

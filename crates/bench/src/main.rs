@@ -261,33 +261,13 @@ async fn main() -> ExitCode {
                 broker_bin: run.broker_bin,
                 broker_env,
             };
-            match compare::run(args).await {
-                Ok(summary) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&summary).expect("summary serialises") // ok: plain data
-                    );
-                    Ok(())
-                }
-                Ok(summary) => {
-                    compare::print(&summary);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            compare::run(args)
+                .await
+                .map(|summary| report(&summary, json, compare::print))
         }
-        Cmd::Shards { run, json } => {
-            shards::run(run).await.map(|rows| {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&rows).expect("rows serialise") // ok: plain data
-                    );
-                } else {
-                    shards::print(&rows);
-                }
-            })
-        }
+        Cmd::Shards { run, json } => shards::run(run)
+            .await
+            .map(|rows| report(&rows, json, |r| shards::print(r))),
         Cmd::Memory {
             keys,
             ttl,
@@ -309,16 +289,9 @@ async fn main() -> ExitCode {
                 broker_bin,
                 redis: !no_redis,
             };
-            memory::run(args).await.map(|summary| {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&summary).expect("summary serialises") // ok: plain data
-                    );
-                } else {
-                    memory::print(&summary);
-                }
-            })
+            memory::run(args)
+                .await
+                .map(|summary| report(&summary, json, memory::print))
         }
     };
     match result {
@@ -327,5 +300,18 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a run's result: one JSON object with `--json`, else `table`.
+fn report<T: serde::Serialize>(result: &T, json: bool, table: impl FnOnce(&T)) {
+    if json {
+        // ok: plain data always serialises
+        println!(
+            "{}",
+            serde_json::to_string_pretty(result).expect("a result serialises")
+        );
+    } else {
+        table(result);
     }
 }
