@@ -86,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the sidecar: an HTTP proxy between a Cosmos SDK (gateway mode) and the account that
+    /// records writes' session tokens with the brokers and adds them to reads (docs/sidecar.md).
+    Sidecar {
+        /// TOML configuration file (environment variables TOKENBROKER_* override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Merge a session token into the stored one; prints the stored result.
     Put {
         #[arg(long)]
@@ -214,7 +221,7 @@ async fn channel(target: &Target) -> Result<Connection, CliError> {
 /// Runs a client command; returns the process exit code.
 pub async fn run_client(target: Target, command: Command) -> Result<i32, CliError> {
     match command {
-        Command::Serve { .. } => Ok(2),
+        Command::Serve { .. } | Command::Sidecar { .. } => Ok(2),
         Command::Decode { token } => {
             let token = SessionToken::parse(&token)?;
             print!("{}", crate::decode::table(&token));

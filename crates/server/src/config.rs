@@ -39,6 +39,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub shutdown: ShutdownSettings,
+    /// `tokenbroker sidecar` only (validated when the sidecar starts; `serve` ignores it).
+    pub sidecar: tokenbroker_sidecar::SidecarSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
             shutdown: ShutdownSettings::default(),
+            sidecar: tokenbroker_sidecar::SidecarSettings::default(),
         }
     }
 }

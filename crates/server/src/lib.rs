@@ -12,5 +12,6 @@ pub mod policy;
 pub mod rpc;
 pub mod server;
 pub mod service;
+pub mod sidecar;
 pub mod telemetry;
 pub mod tls;

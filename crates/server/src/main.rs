@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config.as_deref()).await,
+        Command::Sidecar { config } => sidecar(config.as_deref()).await,
         command => match run_client(cli.target, command).await {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
@@ -69,6 +70,33 @@ async fn serve(config: Option<&std::path::Path>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "tokenbroker failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sidecar(config: Option<&std::path::Path>) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokenbroker_server::sidecar::run(&settings, shutdown_signal(), |_| {}).await;
+    telemetry.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tokenbroker sidecar failed");
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

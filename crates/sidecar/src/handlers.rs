@@ -1,0 +1,411 @@
+//! What the sidecar does with each kind of request: rewrite the account's endpoints, learn the
+//! container's generation, add the broker's token to reads, record writes' tokens.
+//!
+//! Why each step is where it is:
+//! - **Writes** record the response's token with PutToken *before* the application sees the
+//!   response: the application may answer its own caller next, and that caller's next read may
+//!   land on another pod. Recorded for 2xx, 409, 412 and 404 other than 1002, the answers the
+//!   SDKs capture tokens from. The broker client has a deadline and a breaker, so a broker in
+//!   trouble costs the write at most `sidecar.broker_deadline`, never its result.
+//! - **Reads** (point reads; queries and read feeds with a partition key) ask the broker for the
+//!   key's token and send it merged with the application's own ([`crate::read_token`]).
+//! - **Unservable tokens never reach the application**: if the upstream answers a read that
+//!   carried the broker's token with 404/1002 (read session not available), the read is first
+//!   repeated in the write region, which has every acknowledged write (a lagging read region
+//!   answers 404/1002 for a token ahead of it: the JavaScript SDK 4.9.3 would then retry in the
+//!   same region without a token and return a stale 404; Python retries in the write region).
+//!   If that also fails, or the answer was a 400 (400/1024 after a recreation, or any 400 the
+//!   added token may have caused), the read is repeated with the application's own header, that
+//!   answer is returned, and the broker's token is discarded (DiscardToken, in the background).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::account;
+use crate::policy::Mode;
+use crate::proxy::{Shared, bad_gateway, to_app};
+use crate::read_token::{compose, target_range};
+use crate::route::{self, CONTENT_PATH, ContainerLink, Route, SESSION_TOKEN, classify};
+use crate::upstream::{Body, full, stream};
+
+/// Largest account or container response the sidecar reads whole (they are a few kB).
+const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
+/// Answers one request of the application, forwarded to `base`.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    base: &str,
+    request: http::Request<Incoming>,
+) -> Response<Body> {
+    let (mut parts, body) = request.into_parts();
+    let route = classify(&parts.method, parts.uri.path(), &parts.headers);
+    shared.metrics.count(&route);
+    let session = parts
+        .headers
+        .remove(&shared.session_header)
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+        .filter(|s| !s.is_empty());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    match route {
+        Route::Account => account_read(&shared, base, parts, &path, body).await,
+        Route::ContainerRead(link) => {
+            container_read(&shared, base, &parts, &path, body, &link).await
+        }
+        Route::Read(link, _) => read(&shared, base, parts, &path, body, &link, session).await,
+        Route::Write(link, _) => write(&shared, base, &parts, &path, body, &link, session).await,
+        Route::Other => forward(&shared, base, &parts, &path, stream(body)).await,
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    base: &str,
+    parts: &Parts,
+    path: &str,
+    body: Body,
+) -> Response<Body> {
+    match shared
+        .send(base, &parts.method, path, &parts.headers, body)
+        .await
+    {
+        Ok(response) => to_app(response),
+        Err(response) => response,
+    }
+}
+
+/// A response whose body was read whole, with its length set.
+fn buffered(mut parts: http::response::Parts, bytes: Bytes) -> Response<Body> {
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, full(bytes))
+}
+
+async fn read_whole(
+    response: Response<Incoming>,
+) -> Result<(http::response::Parts, Bytes), Response<Body>> {
+    let (parts, body) = response.into_parts();
+    match Limited::new(body, MAX_METADATA_BYTES).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(error) => Err(bad_gateway(&format!(
+            "reading the upstream's answer: {error}"
+        ))),
+    }
+}
+
+async fn account_read(
+    shared: &Arc<Shared>,
+    base: &str,
+    mut parts: Parts,
+    path: &str,
+    body: Incoming,
+) -> Response<Body> {
+    // The body is rewritten: ask for it uncompressed.
+    parts.headers.remove(http::header::ACCEPT_ENCODING);
+    let response = match shared
+        .send(base, &parts.method, path, &parts.headers, stream(body))
+        .await
+    {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => return to_app(response),
+        Err(response) => return response,
+    };
+    let (parts, bytes) = match read_whole(response).await {
+        Ok(whole) => whole,
+        Err(response) => return response,
+    };
+    let Ok(mut document) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        tracing::warn!("the account response is not JSON: forwarded as it is");
+        return buffered(parts, bytes);
+    };
+    let mut local = std::collections::HashMap::new();
+    for endpoint in account::endpoints(&document) {
+        if let Some(url) = shared.local_url_for(&endpoint).await {
+            local.insert(endpoint, url);
+        }
+    }
+    if let Some(write) = account::write_endpoint(&document) {
+        *shared
+            .write_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(write);
+    }
+    account::rewrite(&mut document, |endpoint| local.get(endpoint).cloned());
+    match serde_json::to_vec(&document) {
+        Ok(rewritten) => buffered(parts, rewritten.into()),
+        Err(_) => buffered(parts, bytes),
+    }
+}
+
+async fn container_read(
+    shared: &Shared,
+    base: &str,
+    parts: &Parts,
+    path: &str,
+    body: Incoming,
+    link: &ContainerLink,
+) -> Response<Body> {
+    let response = match shared
+        .send(base, &parts.method, path, &parts.headers, stream(body))
+        .await
+    {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => return to_app(response),
+        Err(response) => return response,
+    };
+    let (parts, bytes) = match read_whole(response).await {
+        Ok(whole) => whole,
+        Err(response) => return response,
+    };
+    let rid = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("_rid").and_then(|r| r.as_str()).map(str::to_owned));
+    if let Some(rid) = rid
+        && shared.learned.learn_rid(link, &rid)
+    {
+        tracing::info!(database = %link.database, container = %link.container, %rid, "container generation learned");
+    }
+    buffered(parts, bytes)
+}
+
+/// The broker key of an operation under `mode`.
+fn broker_key(mode: Mode, session: Option<&str>, partition_key: Option<&str>) -> Option<String> {
+    match (mode, session) {
+        (Mode::Session, Some(session)) => Some(format!("session:{session}")),
+        _ => partition_key.map(str::to_owned),
+    }
+}
+
+/// Learns the container's generation and the key's range from an item response; returns the
+/// scope of the generation that answered, if known.
+fn learn(
+    shared: &Shared,
+    link: &ContainerLink,
+    partition_key: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    if let Some(rid) = headers.get(CONTENT_PATH).and_then(|v| v.to_str().ok()) {
+        shared.learned.learn_rid(link, rid);
+    }
+    let scope = shared.learned.scope(link)?;
+    if let (Some(pk), Some(token)) = (
+        partition_key,
+        headers.get(SESSION_TOKEN).and_then(|v| v.to_str().ok()),
+    ) {
+        shared.learned.learn_range(&scope, pk, token);
+    }
+    Some(scope)
+}
+
+/// 404/1002: the region cannot serve the token (yet).
+fn session_not_available(response: &Response<Incoming>) -> bool {
+    response.status() == StatusCode::NOT_FOUND && route::substatus(response.headers()) == Some(1002)
+}
+
+async fn write(
+    shared: &Shared,
+    base: &str,
+    parts: &Parts,
+    path: &str,
+    body: Incoming,
+    link: &ContainerLink,
+    session: Option<String>,
+) -> Response<Body> {
+    let mode = shared.policy.mode(&link.database, &link.container);
+    let response = match shared
+        .send(base, &parts.method, path, &parts.headers, stream(body))
+        .await
+    {
+        Ok(response) => response,
+        Err(response) => return response,
+    };
+    if mode == Mode::PassThrough {
+        return to_app(response);
+    }
+    let status = response.status();
+    let captured = status.is_success()
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::PRECONDITION_FAILED
+        || (status == StatusCode::NOT_FOUND && !session_not_available(&response));
+    let token = response
+        .headers()
+        .get(SESSION_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (Some(token), true) = (token, captured) else {
+        return to_app(response);
+    };
+    let partition_key = route::partition_key(&parts.headers);
+    let scope = learn(shared, link, partition_key.as_deref(), response.headers());
+    let key = broker_key(mode, session.as_deref(), partition_key.as_deref());
+    let (Some(scope), Some(key)) = (scope, key) else {
+        shared.metrics.unscoped.increment(1);
+        tracing::debug!(database = %link.database, container = %link.container, "write not recorded: container generation or key unknown");
+        return to_app(response);
+    };
+    if shared.broker.record_write(&scope, &key, &token).await {
+        shared.metrics.puts_recorded.increment(1);
+    } else {
+        shared.metrics.puts_failed.increment(1);
+    }
+    to_app(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    shared: &Arc<Shared>,
+    base: &str,
+    mut parts: Parts,
+    path: &str,
+    body: Incoming,
+    link: &ContainerLink,
+    session: Option<String>,
+) -> Response<Body> {
+    let mode = shared.policy.mode(&link.database, &link.container);
+    let partition_key = route::partition_key(&parts.headers);
+    let scope = shared.learned.scope(link);
+    let key = broker_key(mode, session.as_deref(), partition_key.as_deref());
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let small = declared.is_some_and(|n| n <= shared.max_replay_body_bytes)
+        || parts.method == http::Method::GET;
+    let (Some(scope), Some(key), false, true) = (scope, key, mode == Mode::PassThrough, small)
+    else {
+        if mode != Mode::PassThrough {
+            shared.metrics.unscoped.increment(1);
+        }
+        let response = match shared
+            .send(base, &parts.method, path, &parts.headers, stream(body))
+            .await
+        {
+            Ok(response) => response,
+            Err(response) => return response,
+        };
+        if mode != Mode::PassThrough {
+            learn(shared, link, partition_key.as_deref(), response.headers());
+        }
+        return to_app(response);
+    };
+    let body = match Limited::new(body, shared.max_replay_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let mut response = bad_gateway(&format!("reading the request: {error}"));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
+    let app_token = parts
+        .headers
+        .get(SESSION_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let learned_range = partition_key
+        .as_deref()
+        .and_then(|pk| shared.learned.range(&scope, pk));
+    let target = target_range(learned_range, app_token.as_deref());
+    let ranges: Vec<String> = target.iter().cloned().collect();
+    let composed = match shared.broker.token_for_read(&scope, &key, &ranges).await {
+        Some(broker) => compose(app_token.as_deref(), &broker, target.as_deref()),
+        None => None,
+    };
+    let Some(composed) = composed else {
+        shared.metrics.reads_without_broker_token.increment(1);
+        let response = match shared
+            .send(base, &parts.method, path, &parts.headers, full(body))
+            .await
+        {
+            Ok(response) => response,
+            Err(response) => return response,
+        };
+        learn(shared, link, partition_key.as_deref(), response.headers());
+        return to_app(response);
+    };
+    shared.metrics.broker_tokens_added.increment(1);
+    let original = parts.headers.clone();
+    match HeaderValue::from_str(&composed.header) {
+        Ok(value) => {
+            parts.headers.insert(SESSION_TOKEN, value);
+        }
+        Err(_) => return forward(shared, base, &parts, path, full(body)).await,
+    }
+    let mut response = match shared
+        .send(
+            base,
+            &parts.method,
+            path,
+            &parts.headers,
+            full(body.clone()),
+        )
+        .await
+    {
+        Ok(response) => response,
+        Err(response) => return response,
+    };
+    if session_not_available(&response) {
+        let write_endpoint = shared
+            .write_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(write) = write_endpoint.filter(|w| w.as_str() != base) {
+            shared.metrics.write_region_replays.increment(1);
+            response = match shared
+                .send(
+                    &write,
+                    &parts.method,
+                    path,
+                    &parts.headers,
+                    full(body.clone()),
+                )
+                .await
+            {
+                Ok(response) => response,
+                Err(response) => return response,
+            };
+        }
+    }
+    let unservable =
+        session_not_available(&response) || response.status() == StatusCode::BAD_REQUEST;
+    if !unservable {
+        learn(shared, link, partition_key.as_deref(), response.headers());
+        return to_app(response);
+    }
+    if response.status() == StatusCode::BAD_REQUEST
+        && route::substatus(response.headers()) == Some(1024)
+    {
+        // CollectionRidMismatch: the container was recreated; relearn its generation.
+        shared.learned.forget_rid(link);
+    }
+    shared.metrics.fallback_reads.increment(1);
+    tracing::warn!(%scope, token = %composed.from_broker, status = %response.status(), "the upstream could not serve the broker's token: read again without it, token discarded");
+    let discard = (Arc::clone(shared), scope, key, composed.from_broker);
+    tokio::spawn(async move {
+        let (shared, scope, key, token) = discard;
+        shared.broker.report_unservable(&scope, &key, &token).await;
+    });
+    let response = match shared
+        .send(base, &parts.method, path, &original, full(body))
+        .await
+    {
+        Ok(response) => response,
+        Err(response) => return response,
+    };
+    learn(shared, link, partition_key.as_deref(), response.headers());
+    to_app(response)
+}
