@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cosmos_http_emulator::{Emulator, Options, Region};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Serves a Cosmos account from the SDK's in-memory emulator over HTTP: one port per region,
 /// the first the write region. When ready, prints one JSON line on stdout:
@@ -62,6 +63,14 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    // Before the ready line: a signal sent as soon as it is read must be caught.
+    let stop = match Stop::install(args.exit_on_stdin_close) {
+        Ok(stop) => stop,
+        Err(error) => {
+            eprintln!("cosmos-http-emulator: installing signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = Options {
         listen: args.listen,
         regions: args.regions,
@@ -92,28 +101,44 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(stdout);
-    if let Err(error) = stop_signal(args.exit_on_stdin_close).await {
-        eprintln!("cosmos-http-emulator: waiting for a signal: {error}");
-        return ExitCode::FAILURE;
-    }
+    stop.wait().await;
     emulator.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or SIGINT, or with `stdin_too` for the end of stdin.
-async fn stop_signal(stdin_too: bool) -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stdin_closed = async {
-        if !stdin_too {
-            return std::future::pending().await;
+/// What stops the emulator: SIGTERM, SIGINT, and optionally the end of stdin.
+struct Stop {
+    terminate: Signal,
+    interrupt: Signal,
+    stdin_closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Stop {
+    fn install(stdin_too: bool) -> std::io::Result<Self> {
+        let (closed, stdin_closed) = tokio::sync::oneshot::channel();
+        if stdin_too {
+            // A plain thread, not the runtime's blocking pool: the runtime waits for its blocking
+            // tasks when it shuts down, and this read only ends with stdin.
+            std::thread::spawn(move || {
+                // Whatever arrives is discarded; an error reading counts as closed.
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                let _ = closed.send(());
+            });
         }
-        // Whatever arrives is discarded; an error reading counts as closed.
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
-        Ok(())
-    };
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted,
-        _ = terminate.recv() => Ok(()),
-        closed = stdin_closed => closed,
+        // Without the thread the sender is dropped here: the receiver then fails, and `wait`
+        // ignores a failed receiver.
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            stdin_closed,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            Ok(()) = &mut self.stdin_closed => {}
+        }
     }
 }
