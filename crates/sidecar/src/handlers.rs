@@ -29,7 +29,6 @@ use hyper::body::Incoming;
 use crate::account;
 use crate::policy::Mode;
 use crate::proxy::{Shared, bad_gateway, to_app};
-use crate::read_token::{compose, target_range};
 use crate::route::{self, CONTENT_PATH, ContainerLink, Route, SESSION_TOKEN, classify};
 use crate::upstream::{Body, full, stream};
 
@@ -60,13 +59,15 @@ pub(crate) async fn handle(
         Route::ContainerRead(link) => {
             container_read(&shared, base, &parts, &path, body, &link).await
         }
-        Route::Read(link, _) => read(&shared, base, parts, &path, body, &link, session).await,
+        Route::Read(link, _) => {
+            crate::read::read(&shared, base, parts, &path, body, &link, session).await
+        }
         Route::Write(link, _) => write(&shared, base, &parts, &path, body, &link, session).await,
         Route::Other => forward(&shared, base, &parts, &path, stream(body)).await,
     }
 }
 
-async fn forward(
+pub(crate) async fn forward(
     shared: &Shared,
     base: &str,
     parts: &Parts,
@@ -179,7 +180,11 @@ async fn container_read(
 }
 
 /// The broker key of an operation under `mode`.
-fn broker_key(mode: Mode, session: Option<&str>, partition_key: Option<&str>) -> Option<String> {
+pub(crate) fn broker_key(
+    mode: Mode,
+    session: Option<&str>,
+    partition_key: Option<&str>,
+) -> Option<String> {
     match (mode, session) {
         (Mode::Session, Some(session)) => Some(format!("session:{session}")),
         _ => partition_key.map(str::to_owned),
@@ -188,7 +193,7 @@ fn broker_key(mode: Mode, session: Option<&str>, partition_key: Option<&str>) ->
 
 /// Learns the container's generation and the key's range from an item response; returns the
 /// scope of the generation that answered, if known.
-fn learn(
+pub(crate) fn learn(
     shared: &Shared,
     link: &ContainerLink,
     partition_key: Option<&str>,
@@ -208,7 +213,7 @@ fn learn(
 }
 
 /// 404/1002: the region cannot serve the token (yet).
-fn session_not_available(response: &Response<Incoming>) -> bool {
+pub(crate) fn session_not_available(response: &Response<Incoming>) -> bool {
     response.status() == StatusCode::NOT_FOUND && route::substatus(response.headers()) == Some(1002)
 }
 
@@ -258,154 +263,5 @@ async fn write(
     } else {
         shared.metrics.puts_failed.increment(1);
     }
-    to_app(response)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn read(
-    shared: &Arc<Shared>,
-    base: &str,
-    mut parts: Parts,
-    path: &str,
-    body: Incoming,
-    link: &ContainerLink,
-    session: Option<String>,
-) -> Response<Body> {
-    let mode = shared.policy.mode(&link.database, &link.container);
-    let partition_key = route::partition_key(&parts.headers);
-    let scope = shared.learned.scope(link);
-    let key = broker_key(mode, session.as_deref(), partition_key.as_deref());
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let small = declared.is_some_and(|n| n <= shared.max_replay_body_bytes)
-        || parts.method == http::Method::GET;
-    let (Some(scope), Some(key), false, true) = (scope, key, mode == Mode::PassThrough, small)
-    else {
-        if mode != Mode::PassThrough {
-            shared.metrics.unscoped.increment(1);
-        }
-        let response = match shared
-            .send(base, &parts.method, path, &parts.headers, stream(body))
-            .await
-        {
-            Ok(response) => response,
-            Err(response) => return response,
-        };
-        if mode != Mode::PassThrough {
-            learn(shared, link, partition_key.as_deref(), response.headers());
-        }
-        return to_app(response);
-    };
-    let body = match Limited::new(body, shared.max_replay_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let mut response = bad_gateway(&format!("reading the request: {error}"));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            return response;
-        }
-    };
-    let app_token = parts
-        .headers
-        .get(SESSION_TOKEN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let learned_range = partition_key
-        .as_deref()
-        .and_then(|pk| shared.learned.range(&scope, pk));
-    let target = target_range(learned_range, app_token.as_deref());
-    let ranges: Vec<String> = target.iter().cloned().collect();
-    let composed = match shared.broker.token_for_read(&scope, &key, &ranges).await {
-        Some(broker) => compose(app_token.as_deref(), &broker, target.as_deref()),
-        None => None,
-    };
-    let Some(composed) = composed else {
-        shared.metrics.reads_without_broker_token.increment(1);
-        let response = match shared
-            .send(base, &parts.method, path, &parts.headers, full(body))
-            .await
-        {
-            Ok(response) => response,
-            Err(response) => return response,
-        };
-        learn(shared, link, partition_key.as_deref(), response.headers());
-        return to_app(response);
-    };
-    shared.metrics.broker_tokens_added.increment(1);
-    let original = parts.headers.clone();
-    match HeaderValue::from_str(&composed.header) {
-        Ok(value) => {
-            parts.headers.insert(SESSION_TOKEN, value);
-        }
-        Err(_) => return forward(shared, base, &parts, path, full(body)).await,
-    }
-    let mut response = match shared
-        .send(
-            base,
-            &parts.method,
-            path,
-            &parts.headers,
-            full(body.clone()),
-        )
-        .await
-    {
-        Ok(response) => response,
-        Err(response) => return response,
-    };
-    if session_not_available(&response) {
-        let write_endpoint = shared
-            .write_endpoint
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(write) = write_endpoint.filter(|w| w.as_str() != base) {
-            shared.metrics.write_region_replays.increment(1);
-            response = match shared
-                .send(
-                    &write,
-                    &parts.method,
-                    path,
-                    &parts.headers,
-                    full(body.clone()),
-                )
-                .await
-            {
-                Ok(response) => response,
-                Err(response) => return response,
-            };
-        }
-    }
-    let unservable =
-        session_not_available(&response) || response.status() == StatusCode::BAD_REQUEST;
-    if !unservable {
-        learn(shared, link, partition_key.as_deref(), response.headers());
-        return to_app(response);
-    }
-    if response.status() == StatusCode::BAD_REQUEST
-        && route::substatus(response.headers()) == Some(1024)
-    {
-        // CollectionRidMismatch: the container was recreated; relearn its generation.
-        shared.learned.forget_rid(link);
-    }
-    shared.metrics.fallback_reads.increment(1);
-    tracing::warn!(%scope, token = %composed.from_broker, status = %response.status(), "the upstream could not serve the broker's token: read again without it, token discarded");
-    let discard = (Arc::clone(shared), scope, key, composed.from_broker);
-    tokio::spawn(async move {
-        let (shared, scope, key, token) = discard;
-        shared.broker.report_unservable(&scope, &key, &token).await;
-    });
-    let response = match shared
-        .send(base, &parts.method, path, &original, full(body))
-        .await
-    {
-        Ok(response) => response,
-        Err(response) => return response,
-    };
-    learn(shared, link, partition_key.as_deref(), response.headers());
     to_app(response)
 }

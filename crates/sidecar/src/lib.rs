@@ -33,6 +33,7 @@ pub mod learned;
 pub mod metrics;
 pub mod policy;
 mod proxy;
+mod read;
 pub mod read_token;
 pub mod route;
 pub mod settings;
