@@ -8,8 +8,10 @@
 //
 // Usage: node pods.js '<config JSON>' (or the JSON on stdin), the same as pods.py's:
 //   {"endpoints": [...one per pod], "pairs": 100, "database": "shop", "container": "orders",
-//    "preferred_region": "West US", "keys": 100, "run": "r1"}
-// Prints one JSON object: {"pairs", "fresh", "stale", "failed", "errors": [first 20 messages]}.
+//    "preferred_region": "West US", "keys": 100, "run": "r1", "progress": false}
+// Prints one JSON object: {"pairs", "fresh", "stale", "failed", "errors": [first 20 messages],
+// "outcomes": one letter per pair, f fresh, s stale, x failed}. With progress on, a
+// {"progress": n} line precedes it after each pair, so a driver can act mid-run (kill a broker).
 // stale: the read returned 404 or an older value; failed: a request threw anything else.
 
 import { randomUUID } from "node:crypto";
@@ -24,8 +26,13 @@ const run = config.run || randomUUID().slice(0, 12);
 const pods = config.endpoints.map((endpoint) =>
   newPod(endpoint, config.database, config.container, config.preferred_region),
 );
+const progress = Boolean(config.progress);
 const counts = { pairs, fresh: 0, stale: 0, failed: 0, errors: [] };
+const outcomes = [];
 for (let i = 0; i < pairs; i++) {
+  if (progress && i > 0) {
+    printJson({ progress: i });
+  }
   const key = `${run}-${i % keys}`;
   const writer = pods[i % pods.length];
   const reader = pods[(i + 1) % pods.length];
@@ -35,6 +42,7 @@ for (let i = 0; i < pairs; i++) {
     read = await readOrNull(reader, key, key);
   } catch (error) {
     counts.failed += 1;
+    outcomes.push("x");
     if (counts.errors.length < MAX_ERRORS) {
       counts.errors.push(`pair ${i}: ${error.code ?? ""} ${error.message}`.slice(0, 500));
     }
@@ -42,8 +50,11 @@ for (let i = 0; i < pairs; i++) {
   }
   if (read.item === null || (read.item.seq ?? -1) < i) {
     counts.stale += 1;
+    outcomes.push("s");
   } else {
     counts.fresh += 1;
+    outcomes.push("f");
   }
 }
+counts.outcomes = outcomes.join("");
 printJson(counts);

@@ -11,8 +11,11 @@ Usage: python pods.py '<config JSON>' (or the JSON on stdin):
    "pairs": 100, "database": "shop", "container": "orders",
    "preferred_region": "West US",                  where pods read (optional)
    "keys": 100,                                    distinct items (default: pairs, each fresh)
-   "run": "r1"}                                    item id prefix (default: a random one)
-Prints one JSON object: {"pairs", "fresh", "stale", "failed", "errors": [first 20 messages]}.
+   "run": "r1",                                    item id prefix (default: a random one)
+   "progress": false}                              print {"progress": n} after each pair
+Prints one JSON object: {"pairs", "fresh", "stale", "failed", "errors": [first 20 messages],
+"outcomes": one letter per pair, f fresh, s stale, x failed}. With progress on, a
+{"progress": n} line precedes it after each pair, so a driver can act mid-run (kill a broker).
 stale: the read returned 404 or an older value; failed: a request raised anything else.
 """
 
@@ -33,8 +36,12 @@ def main():
         new_pod(endpoint, config["database"], config["container"], config.get("preferred_region"))
         for endpoint in config["endpoints"]
     ]
+    progress = bool(config.get("progress"))
     counts = {"pairs": pairs, "fresh": 0, "stale": 0, "failed": 0, "errors": []}
+    outcomes = []
     for i in range(pairs):
+        if progress and i > 0:
+            print_json({"progress": i})
         key = f"{run}-{i % keys}"
         writer = pods[i % len(pods)]
         reader = pods[(i + 1) % len(pods)]
@@ -43,13 +50,17 @@ def main():
             read = read_or_none(reader, key, key)
         except Exception as error:  # every other failure is counted, with its reason
             counts["failed"] += 1
+            outcomes.append("x")
             if len(counts["errors"]) < MAX_ERRORS:
                 counts["errors"].append(f"pair {i}: {type(error).__name__}: {error}"[:500])
             continue
         if read is None or read.get("seq", -1) < i:
             counts["stale"] += 1
+            outcomes.append("s")
         else:
             counts["fresh"] += 1
+            outcomes.append("f")
+    counts["outcomes"] = "".join(outcomes)
     print_json(counts)
 
 

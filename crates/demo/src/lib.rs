@@ -11,6 +11,11 @@
 //! stale when it returns an older version of the document (or none). Three phases, each on fresh
 //! pods: without the broker, with the broker, and with the broker killed half way.
 
+//!
+//! The same proof in other languages ([`polyglot::run`]): pods on the Python or JavaScript SDK,
+//! each with its own tokenbroker sidecar, against the emulator served over HTTP.
+
 pub mod emulator;
+pub mod polyglot;
 pub mod report;
 pub mod scenario;
