@@ -1,6 +1,9 @@
 //! The deployment files (deploy/*.yaml, docker-compose.yml, Dockerfile) checked against the
 //! code: ports, health service names, the TOKENBROKER_* variables the configuration reads, the
-//! shutdown timing, and docker-compose.yml's `cluster` profile against the cluster URL form.
+//! shutdown timing, and docker-compose.yml's `cluster` profile against the cluster URL form; and
+//! the sidecar example (deploy/examples/sidecar-deployment.yaml) against `tokenbroker sidecar`:
+//! its environment through the loader and `sidecar.*` validation, its probes against a sidecar
+//! started from it, its image against the broker's.
 //!
 //! Why a test: these files repeat facts that live in the code (a default port, a service name,
 //! a config key). Nothing else fails when one of them drifts, and a drifted manifest fails only
@@ -220,6 +223,7 @@ fn with_test_files(mut env: BTreeMap<String, String>) -> BTreeMap<String, String
                 "TOKENBROKER_SERVER__TLS__CLIENT_CA_FILE",
                 ca.display().to_string(),
             ),
+            ("TOKENBROKER_SIDECAR__BROKER_CA", ca.display().to_string()),
         ]);
         (dir, files)
     });
@@ -953,9 +957,9 @@ fn dockerfile_matches_the_server_and_the_toolchain() {
     );
 }
 
-/// Every TOKENBROKER_* name written anywhere in the deployment files or docs/operations.md,
-/// comments included, is a key the configuration knows (a value-independent check: the loader
-/// reports unknown keys as `unknown field`).
+/// Every TOKENBROKER_* name written anywhere in the deployment files (examples included),
+/// docs/operations.md or docs/sidecar.md, comments included, is a key the configuration knows (a
+/// value-independent check: the loader reports unknown keys as `unknown field`).
 #[test]
 fn every_variable_mentioned_in_deployment_files_and_docs_is_a_real_key() {
     let probe = |name: &str| -> Option<String> {
@@ -970,9 +974,19 @@ fn every_variable_mentioned_in_deployment_files_and_docs_is_a_real_key() {
         repo().join("docker-compose.yml"),
         repo().join("Dockerfile"),
         repo().join("docs/operations.md"),
+        repo().join("docs/sidecar.md"),
     ];
-    for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
-        paths.push(entry.unwrap().path());
+    // deploy/ and its subdirectories (the examples).
+    let mut dirs = vec![repo().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                paths.push(path);
+            }
+        }
     }
     let mut names = BTreeSet::new();
     for path in &paths {
@@ -1094,4 +1108,309 @@ fn the_network_policy_opens_grpc_to_labelled_clients_and_health_to_probes() {
         "every peer allowed on the gRPC port must carry a client label: {peers:?}"
     );
     assert!(health_open, "probes must reach the health port");
+}
+
+/// The sidecar example (deploy/examples/sidecar-deployment.yaml): an application's Deployment
+/// with `tokenbroker sidecar` as a native sidecar. Not in the kustomization (it belongs in the
+/// application's namespace), so checked here on its own.
+const SIDECAR_EXAMPLE: &str = "deploy/examples/sidecar-deployment.yaml";
+
+/// The example's Deployment and its sidecar (the init container running `sidecar`).
+struct SidecarExample {
+    deployment: Value,
+}
+
+impl SidecarExample {
+    fn load() -> Self {
+        let docs = documents(&repo().join(SIDECAR_EXAMPLE));
+        let deployments: Vec<Value> = docs
+            .into_iter()
+            .filter(|d| str_at(d, "kind") == "Deployment")
+            .collect();
+        assert_eq!(deployments.len(), 1, "{SIDECAR_EXAMPLE}: one Deployment");
+        Self {
+            deployment: deployments.into_iter().next().unwrap(),
+        }
+    }
+
+    fn pod(&self) -> &Value {
+        at(&self.deployment, "spec.template.spec")
+    }
+
+    fn sidecar(&self) -> &Value {
+        let running: Vec<&Value> = seq(self.pod(), "initContainers")
+            .iter()
+            .filter(|c| {
+                c.get("args")
+                    .and_then(Value::as_sequence)
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_str)
+                    == Some("sidecar")
+            })
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "{SIDECAR_EXAMPLE}: one init container with args [\"sidecar\", ...]"
+        );
+        running[0]
+    }
+
+    /// The sidecar's environment: plain values only (it holds no secret; a bearer token for
+    /// the brokers would come from a Secret of the application's namespace, which this file
+    /// does not define).
+    fn env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for var in seq(self.sidecar(), "env") {
+            let name = str_at(var, "name").to_string();
+            let value = var
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{SIDECAR_EXAMPLE}: {name} has no plain value"));
+            assert!(
+                env.insert(name.clone(), value.to_string()).is_none(),
+                "{SIDECAR_EXAMPLE}: {name} twice"
+            );
+        }
+        env
+    }
+
+    /// The sidecar's environment with the files it names replaced by test files, as
+    /// [`Deploy::pod_env`] does for the broker.
+    fn env_with_test_files(&self) -> BTreeMap<String, String> {
+        with_test_files(self.env())
+    }
+
+    /// The port number of a probe (`httpGet.port`, a number or a container port's name).
+    fn probe_port(&self, probe: &str) -> u64 {
+        let c = self.sidecar();
+        let port = at(c, &format!("{probe}.httpGet.port"));
+        if let Some(number) = port.as_u64() {
+            return number;
+        }
+        let name = port.as_str().unwrap();
+        let found = seq(c, "ports")
+            .iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("{probe}: no container port named {name}"));
+        u64_at(found, "containerPort")
+    }
+}
+
+/// The sidecar's environment is what the configuration loader reads and what
+/// `sidecar.*` validation accepts; its brokers are the Services of deploy/, over the TLS the
+/// broker runs, verifiable with the mounted CA and the Certificate's names; the application is
+/// given the sidecar's listener.
+#[test]
+fn the_sidecar_example_environment_is_what_the_sidecar_reads() {
+    let example = SidecarExample::load();
+    let env = example.env_with_test_files();
+    let settings = check_environment(SIDECAR_EXAMPLE, &env);
+    settings
+        .sidecar
+        .validate()
+        .unwrap_or_else(|e| panic!("{SIDECAR_EXAMPLE}: {e}"));
+    for name in [
+        "TOKENBROKER_SIDECAR__LISTEN",
+        "TOKENBROKER_SIDECAR__UPSTREAM",
+        "TOKENBROKER_SIDECAR__BROKERS",
+    ] {
+        assert!(env.contains_key(name), "{SIDECAR_EXAMPLE}: {name} unset");
+    }
+    let listen = settings.sidecar.listen_addr().unwrap();
+    assert!(
+        listen.ip().is_loopback(),
+        "the application-facing listener belongs on loopback, inside the pod: {listen}"
+    );
+
+    // The brokers: Services of deploy/ at their gRPC port, over TLS when the broker runs it.
+    let deploy = Deploy::load();
+    let broker_tls = load(&deploy.pod_env()).unwrap().server.tls.enabled();
+    let services: BTreeMap<&str, &Value> = deploy
+        .of_kind("Service")
+        .into_iter()
+        .map(|s| (str_at(s, "metadata.name"), s))
+        .collect();
+    let certificate = deploy.of_kind("Certificate")[0];
+    let cert_names: BTreeSet<&str> = seq(certificate, "spec.dnsNames")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let brokers = settings.sidecar.broker_urls();
+    assert!(!brokers.is_empty());
+    for url in &brokers {
+        let uri: axum::http::Uri = url.parse().unwrap();
+        let host = uri.host().unwrap();
+        let service_name = host.split('.').next().unwrap();
+        let service = services.get(service_name).unwrap_or_else(|| {
+            panic!(
+                "broker {url}: {service_name} is not a Service of deploy/ ({:?})",
+                services.keys()
+            )
+        });
+        let grpc = seq(service, "spec.ports")
+            .iter()
+            .find(|p| str_at(p, "name") == "grpc")
+            .map(|p| u64_at(p, "port"));
+        assert_eq!(uri.port_u16().map(u64::from), grpc, "broker {url}: port");
+        assert_eq!(
+            uri.scheme_str() == Some("https"),
+            broker_tls,
+            "broker {url}: the broker's gRPC port runs TLS = {broker_tls}"
+        );
+        if broker_tls {
+            assert!(
+                cert_names.contains(service_name),
+                "broker {url}: the Certificate does not name {service_name}"
+            );
+            assert!(
+                !settings.sidecar.discover,
+                "broker {url}: discovered endpoints are IP addresses, which the broker's \
+                 certificate does not name, and the sidecar cannot set the TLS name"
+            );
+        }
+    }
+    if broker_tls {
+        let ca = env
+            .get("TOKENBROKER_SIDECAR__BROKER_CA")
+            .expect("TOKENBROKER_SIDECAR__BROKER_CA: the broker runs TLS");
+        let as_written = &example.env()["TOKENBROKER_SIDECAR__BROKER_CA"];
+        assert_ne!(ca, as_written, "replaced by a test file");
+        let dir = Path::new(as_written).parent().unwrap().to_str().unwrap();
+        let mount = seq(example.sidecar(), "volumeMounts")
+            .iter()
+            .find(|m| str_at(m, "mountPath") == dir)
+            .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+        assert_eq!(at(mount, "readOnly").as_bool(), Some(true));
+        assert!(
+            seq(example.pod(), "volumes")
+                .iter()
+                .any(|v| str_at(v, "name") == str_at(mount, "name")),
+            "the volume mounted at {dir}"
+        );
+    }
+
+    // The application is given the sidecar's listener, in the scheme it serves.
+    let app = seq(example.pod(), "containers")
+        .iter()
+        .find(|c| str_at(c, "name") == "app")
+        .expect("a container named app");
+    let endpoint = seq(app, "env")
+        .iter()
+        .find(|v| str_at(v, "name") == "COSMOS_ENDPOINT")
+        .map(|v| str_at(v, "value"))
+        .expect("COSMOS_ENDPOINT");
+    let uri: axum::http::Uri = endpoint.parse().unwrap();
+    let scheme = if settings.sidecar.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    assert_eq!(uri.scheme_str(), Some(scheme), "{endpoint}");
+    assert_eq!(
+        uri.host(),
+        Some(listen.ip().to_string().as_str()),
+        "{endpoint}"
+    );
+    assert_eq!(uri.port_u16(), Some(listen.port()), "{endpoint}");
+
+    // Service links off (injected TOKENBROKER_* variables stop the sidecar), and the label the
+    // broker's NetworkPolicy admits.
+    assert_eq!(
+        at(example.pod(), "enableServiceLinks").as_bool(),
+        Some(false)
+    );
+    let labels = string_map(&example.deployment, "spec.template.metadata.labels");
+    let policy = deploy.of_kind("NetworkPolicy")[0];
+    let admitted = seq(policy, "spec.ingress").iter().any(|rule| {
+        rule.get("from")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|peer| peer.get("podSelector"))
+            .any(|s| selects(&string_map(s, "matchLabels"), &labels))
+    });
+    assert!(
+        admitted,
+        "the broker's NetworkPolicy admits no pod labelled {labels:?}"
+    );
+}
+
+/// A native sidecar (an init container with `restartPolicy: Always`), of the broker's image as
+/// the kustomization names it, hardened as the broker; its probes are on `metrics.listen`'s
+/// port, and a sidecar started from the example's settings answers them 200 (and an unknown
+/// path 404).
+#[tokio::test]
+async fn the_sidecar_example_is_a_native_sidecar_with_the_servers_probes() {
+    let example = SidecarExample::load();
+    let c = example.sidecar();
+    assert_eq!(
+        c.get("restartPolicy").and_then(Value::as_str),
+        Some("Always"),
+        "a native sidecar is an init container with restartPolicy: Always"
+    );
+
+    // The image: the broker's, as deploy/kustomization.yaml rewrites it.
+    let deploy = Deploy::load();
+    let (_, broker) = deploy.broker();
+    let image = seq(&deploy.kustomization, "images")
+        .iter()
+        .find(|i| str_at(i, "name") == str_at(broker, "image"))
+        .expect("the broker's image in the kustomization");
+    assert_eq!(
+        str_at(c, "image"),
+        format!("{}:{}", str_at(image, "newName"), str_at(image, "newTag")),
+        "the sidecar runs the broker's image"
+    );
+
+    // Hardened as the broker, as the image's user.
+    assert_eq!(at(c, "securityContext.runAsNonRoot").as_bool(), Some(true));
+    assert_eq!(
+        at(c, "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(c, "securityContext.allowPrivilegeEscalation").as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        Some(u64_at(c, "securityContext.runAsUser")),
+        dockerfile_uid()
+    );
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            at(c, &format!("resources.{kind}.{resource}"));
+        }
+    }
+
+    // The probes: startup (holds the application back) and readiness on /readyz, liveness on
+    // /livez, all on metrics.listen's port, which is a container port.
+    let settings = load(&example.env_with_test_files()).unwrap();
+    let metrics = u64::from(default_port(&settings.metrics.listen));
+    let probes = [
+        ("startupProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ];
+    for (probe, path) in probes {
+        assert_eq!(str_at(c, &format!("{probe}.httpGet.path")), path, "{probe}");
+        assert_eq!(example.probe_port(probe), metrics, "{probe}: the port");
+    }
+    assert!(
+        seq(c, "ports")
+            .iter()
+            .any(|p| u64_at(p, "containerPort") == metrics),
+        "metrics.listen's port is not a container port"
+    );
+
+    // The sidecar the example configures answers the probes' paths.
+    let running = crate::support::sidecar::start(settings).await;
+    for (probe, _) in probes {
+        let path = str_at(c, &format!("{probe}.httpGet.path"));
+        let (status, body) = running.get(path).await;
+        assert_eq!(status, 200, "{probe} {path}: {body}");
+    }
+    assert_eq!(running.get("/healthz").await.0, 404, "an unknown path");
+    assert!(running.app_url.starts_with("http://127.0.0.1:"));
+    running.stop().await;
 }

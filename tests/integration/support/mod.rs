@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod load;
 pub mod process;
 pub mod redis;
+pub mod sidecar;
 pub mod stores;
 
 pub use broker::{TestBroker, settings};
