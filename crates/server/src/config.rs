@@ -456,19 +456,51 @@ mod tests {
     #[test]
     fn documented_keys_and_defaults_load() {
         let doc = include_str!("../../../docs/configuration.md");
+        let sidecar_defaults = format!("{:?}", tokenbroker_sidecar::SidecarSettings::default());
         let mut rows = 0;
         for line in doc.lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let (var, default) = (cells[2].trim_matches('`'), cells[3]);
+            let (key, var, default) = (
+                cells[1].trim_matches('`'),
+                cells[2].trim_matches('`'),
+                cells[3],
+            );
+            assert_eq!(
+                var,
+                format!("{ENV_PREFIX}_{}", key.to_uppercase().replace('.', "__")),
+                "the variable of {key}"
+            );
             if default == "unset" {
                 continue;
             }
             let value = default.trim_matches('`');
-            Settings::load_from(None, env(&[(var, value)]))
+            let loaded = Settings::load_from(None, env(&[(var, value)]))
                 .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            // A sidecar key set to its documented default changes nothing: it is the default.
+            // (Not checked for every key: some defaults are applied where they are used, from
+            // an unset Option, such as server.tls.reload_interval.)
+            if key.starts_with("sidecar.") {
+                assert_eq!(
+                    format!("{:?}", loaded.sidecar),
+                    sidecar_defaults,
+                    "{key}: the documented default {value} is not the default"
+                );
+            }
             rows += 1;
         }
         assert!(rows >= 25, "only {rows} documented keys found");
+        // Every sidecar key is documented (its fields, from the Debug form, which names each).
+        let fields = sidecar_defaults
+            .trim_start_matches("SidecarSettings { ")
+            .trim_end_matches(" }")
+            .split(", ")
+            .filter_map(|field| field.split_once(": ").map(|(name, _)| name));
+        for field in fields {
+            assert!(
+                doc.contains(&format!("| `sidecar.{field}` |")),
+                "sidecar.{field} is not in docs/configuration.md"
+            );
+        }
         let example = doc
             .split("```toml")
             .nth(1)
