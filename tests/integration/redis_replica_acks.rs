@@ -1,14 +1,18 @@
 //! `redis.min_replica_acks`: a put is acknowledged only once that many replicas hold it (Redis
-//! `WAIT` on the write's connection), on a master that Redis Sentinel manages with one replica.
+//! `WAIT` on the write's connection), on a master that Redis Sentinel manages with one replica;
+//! on a Redis Cluster in [`cluster`].
+
+mod cluster;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use broker::storage::redis::{RedisOptions, RedisStore, RedisUrl};
 use broker::{PutParams, SessionToken, StoreError, StoreKey, TokenStore};
 use test_kit::RedisSentinel;
 
+use crate::support::load::{AckedPuts, assert_none_lost};
 use crate::support::redis::RedisServer;
 use crate::support::stores::{TTL, ready_store, redis_options, wait_for};
 
@@ -101,30 +105,9 @@ async fn without_the_acks_in_time_the_put_fails_over() {
 async fn acknowledged_puts_survive_a_killed_master() {
     let sentinel = Arc::new(RedisSentinel::start());
     let store = Arc::new(ready_store(&acks(&sentinel, None, 1)).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..8u64 {
-        let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
-        workers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let key = StoreKey::new("acct/db/coll", format!("w{w}-{i}"));
-                let token = SessionToken::parse(&format!("0:1#{i}")).unwrap();
-                if store.put(&key, &token, params()).await.is_ok() {
-                    acked.push((key, token));
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            acked
-        }));
-    }
+    let writers = AckedPuts::start(store.clone(), 8);
     // Some puts first, acknowledged by the replica.
-    while count.load(Ordering::Relaxed) < 200 {
-        tokio::task::yield_now().await;
-    }
+    writers.more(200).await;
     let killed = {
         let sentinel = sentinel.clone();
         tokio::task::spawn_blocking(move || {
@@ -150,25 +133,7 @@ async fn acknowledged_puts_survive_a_killed_master() {
         );
         tokio::task::yield_now().await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for w in workers {
-        acked.extend(w.await.unwrap());
-    }
+    let acked = writers.stop().await;
     assert!(acked.len() > 100, "only {} puts acknowledged", acked.len());
-    let mut lost = Vec::new();
-    for (key, token) in &acked {
-        let read = store.get(key).await.unwrap();
-        if !read.token.is_some_and(|t| token.is_covered_by(&t)) {
-            lost.push(key.name.clone());
-        }
-    }
-    eprintln!("{} acknowledged puts, {} lost", acked.len(), lost.len());
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged puts lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_lost(&store, &acked).await;
 }

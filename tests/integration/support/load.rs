@@ -1,5 +1,6 @@
 //! Load on a store while a topology changes under it (a failover, a reshard): writers that put
-//! and read back many keys until stopped, and every failure kept with its reason.
+//! and read back many keys until stopped, and every failure kept with its reason; and writers
+//! that keep every acknowledged put, to read them all back afterwards.
 //!
 //! Why one helper: the fault tests of every topology ask the same question (did any call fail
 //! while the topology changed?), so they run the same load.
@@ -94,5 +95,98 @@ pub fn assert_none_failed(failures: &[String]) {
         "{} failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
+    );
+}
+
+/// Writers that put a fresh key each time and keep every put that was acknowledged: for the
+/// tests of what an acknowledged put survives (a failed put is retried by nobody, so only the
+/// acknowledged ones must be found afterwards).
+pub struct AckedPuts {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<Vec<(StoreKey, SessionToken)>>>,
+}
+
+impl AckedPuts {
+    /// Starts `writers` writers, each on keys of its own (`w<n>-<i>`).
+    pub fn start(store: Arc<RedisStore>, writers: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let params = PutParams {
+            ttl: TTL,
+            max_segments: 16,
+        };
+        let workers = (0..writers)
+            .map(|w| {
+                let (store, stop, count) = (store.clone(), stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let key = StoreKey::new("acct/db/coll", format!("w{w}-{i}"));
+                        let token = SessionToken::parse(&format!("0:1#{i}")).unwrap();
+                        if store.put(&key, &token, params).await.is_ok() {
+                            acked.push((key, token));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            acked,
+            workers,
+        }
+    }
+
+    /// Puts acknowledged so far.
+    pub fn count(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` puts beyond those acknowledged now are (for at most 30 s).
+    pub async fn more(&self, more: u64) {
+        let target = self.count() + more;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.count() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {more} more puts acknowledged in 30 s",
+                more + self.count() - target
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Stops the writers; every acknowledged put.
+    pub async fn stop(self) -> Vec<(StoreKey, SessionToken)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for w in self.workers {
+            acked.extend(w.await.unwrap());
+        }
+        acked
+    }
+}
+
+/// Fails unless a read of `store` finds every put of `acked` (its token or a later one).
+pub async fn assert_none_lost(store: &RedisStore, acked: &[(StoreKey, SessionToken)]) {
+    let mut lost = Vec::new();
+    for (key, token) in acked {
+        let read = store.get(key).await.unwrap();
+        if !read.token.is_some_and(|t| token.is_covered_by(&t)) {
+            lost.push(key.name.clone());
+        }
+    }
+    eprintln!("{} acknowledged puts, {} lost", acked.len(), lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged puts lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
     );
 }

@@ -15,6 +15,7 @@ use super::connection::RedisConnection;
 use super::error::InstanceError;
 use super::instance::{MAX_BATCH, PendingGet, RedisInstance};
 use super::metrics::InstanceEvent;
+use super::replica_ack::Write;
 use super::script::{
     COMPARE_AND_SET_SCRIPT, MERGE_SCRIPT, MergeReply, PUT_IF_UNCHANGED_SCRIPT, decode,
 };
@@ -29,18 +30,15 @@ impl RedisInstance {
         max_segments: usize,
     ) -> Result<MergeReply, InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
+        let write = Write::script(&MERGE_SCRIPT, key)
+            .arg(token)
+            .arg(ttl_ms)
+            .arg(max_segments);
         self.call("EVALSHA", |mut conn| async move {
-            let reply: Value = MERGE_SCRIPT
-                .key(key)
-                .arg(token)
-                .arg(ttl_ms)
-                .arg(max_segments)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+            let (reply, acks) = self.write::<Value>(&mut conn, &write).await?;
             let reply = decode(&reply).map_err(|e| InstanceError::Reply(self.name(), e))?;
             if matches!(reply, MergeReply::Merged { .. }) {
-                self.replicated(&mut conn).await?;
+                self.acknowledged(acks)?;
             }
             Ok(reply)
         })
@@ -56,17 +54,14 @@ impl RedisInstance {
         ttl: Duration,
     ) -> Result<bool, InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
+        let write = Write::script(&PUT_IF_UNCHANGED_SCRIPT, key)
+            .arg(expected)
+            .arg(new)
+            .arg(ttl_ms);
         self.call("EVALSHA", |mut conn| async move {
-            let stored: i64 = PUT_IF_UNCHANGED_SCRIPT
-                .key(key)
-                .arg(expected)
-                .arg(new)
-                .arg(ttl_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+            let (stored, acks) = self.write::<i64>(&mut conn, &write).await?;
             if stored == 1 {
-                self.replicated(&mut conn).await?;
+                self.acknowledged(acks)?;
             }
             Ok(stored == 1)
         })
@@ -81,18 +76,13 @@ impl RedisInstance {
         ttl: Duration,
     ) -> Result<bool, InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms);
+        let write = Write::command(cmd);
         self.call("SET", |mut conn| async move {
-            let reply: Option<String> = redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+            let (reply, acks) = self.write::<Option<String>>(&mut conn, &write).await?;
             if reply.is_some() {
-                self.replicated(&mut conn).await?;
+                self.acknowledged(acks)?;
             }
             Ok(reply.is_some())
         })
@@ -102,47 +92,17 @@ impl RedisInstance {
     /// Sets the TTL of `key`; false when the key does not exist (any more).
     pub async fn pexpire(&self, key: &str, ttl: Duration) -> Result<bool, InstanceError> {
         let ttl_ms = ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(key).arg(ttl_ms);
+        let write = Write::command(cmd);
         self.call("PEXPIRE", |mut conn| async move {
-            let set: i64 = redis::cmd("PEXPIRE")
-                .arg(key)
-                .arg(ttl_ms)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+            let (set, acks) = self.write::<i64>(&mut conn, &write).await?;
             if set == 1 {
-                self.replicated(&mut conn).await?;
+                self.acknowledged(acks)?;
             }
             Ok(set == 1)
         })
         .await
-    }
-
-    /// With `redis.min_replica_acks` set: after a put's write on `conn`, `WAIT` on that same
-    /// connection (Redis waits for the replication offset of the connection's last write) until
-    /// that many replicas hold it, at most `redis.replica_ack_timeout`. Fewer in time: a
-    /// transient error, so the put fails over to the fallback (the write stays on this master:
-    /// a token only moves forward). Note that WAIT blocks its connection meanwhile, so the
-    /// commands multiplexed behind it wait too.
-    async fn replicated(&self, conn: &mut RedisConnection) -> Result<(), InstanceError> {
-        let Some((wanted, timeout)) = self.replica_acks else {
-            return Ok(());
-        };
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(wanted)
-            .arg(timeout.as_millis().max(1) as u64)
-            .query_async(conn)
-            .await
-            .map_err(|e| self.redis_error(e))?;
-        if acked < i64::from(wanted) {
-            return Err(InstanceError::Redis(
-                self.name(),
-                format!(
-                    "{acked} of the {wanted} replicas of redis.min_replica_acks held the put \
-                     within {timeout:?}"
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// A put lost a compare-and-set to a concurrent writer (counted for the metrics).

@@ -24,8 +24,14 @@ use super::metrics::InstanceEvent;
 pub(super) enum Dialer {
     /// `redis://`: deadpool opens up to `pool_size` multiplexed connections, held in `slots`.
     Standalone(Pool),
-    /// `redis+cluster://`: one cluster connection (it holds a multiplexed connection per node).
-    Cluster(Box<ClusterClient>, Mutex<Option<ClusterConnection>>),
+    /// `redis+cluster://`: one cluster connection (it holds a multiplexed connection per node),
+    /// and with `redis.min_replica_acks` a second one for the writes that `WAIT`
+    /// (`replica_ack`), so that no read waits behind a `WAIT`.
+    Cluster(
+        Box<ClusterClient>,
+        Mutex<Option<ClusterConnection>>,
+        Mutex<Option<ClusterConnection>>,
+    ),
     /// `redis+sentinel://`: connections to the master the sentinels name, held in `slots`; the
     /// master's address as last resolved, which the health checks compare (`health`).
     Sentinel(Box<SentinelDialer>),

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
 use super::connection::RedisConnection;
 use super::dial::Dialer;
 use super::error::InstanceError;
@@ -28,14 +30,24 @@ impl RedisInstance {
                 Box::pin(self.sentinel_master()).await?;
             }
             let mut conn = self.connection(self.pick_slot()).await?;
-            if matches!(conn, RedisConnection::Cluster(_)) {
-                // One node's view: while a master is down and not yet replaced, its slots are
+            if let (Dialer::Cluster(client, _, writes), Some(_)) = (&self.dialer, self.replica_acks)
+            {
+                // The writes that WAIT have a cluster connection of their own (`replica_ack`):
+                // opened here, off the calls' path, and ready before the instance is.
+                self.cluster_connection(client, writes).await?;
+            }
+            if let RedisConnection::Cluster(cluster) = &mut conn {
+                // One master's view: while a master is down and not yet replaced, its slots are
                 // uncovered and every node says `fail`; the fallback takes the puts meanwhile.
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut conn)
+                // A master's, not any node's: a hung replica must not take the instance down
+                // (found by the test that stops a replica).
+                let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+                let info = cluster
+                    .route_command(redis::cmd("CLUSTER").arg("INFO").clone(), master)
                     .await
                     .map_err(|e| self.redis_error(e))?;
+                let info: String = redis::from_redis_value(info)
+                    .map_err(|e| InstanceError::Redis(self.name(), e.to_string()))?;
                 let field = |name: &str| {
                     info.lines()
                         .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))

@@ -84,6 +84,7 @@ impl RedisInstance {
             Dialer::Cluster(
                 Box::new(cluster_client(role, &url, options)?),
                 Mutex::new(None),
+                Mutex::new(None),
             )
         } else if url.is_sentinel() {
             Dialer::Sentinel(Box::new(SentinelDialer {
@@ -194,7 +195,7 @@ impl RedisInstance {
     /// A connection handle from slot `index`, connecting the slot if it is empty (a cluster
     /// instance has one connection, whatever the index).
     pub(super) async fn connection(&self, index: usize) -> Result<RedisConnection, InstanceError> {
-        if let Dialer::Cluster(client, held) = &self.dialer {
+        if let Dialer::Cluster(client, held, _) = &self.dialer {
             return self.cluster_connection(client, held).await;
         }
         let mut slot = self.slots[index].lock().await;
@@ -249,8 +250,9 @@ impl RedisInstance {
 
     /// Empties every slot (their connections are broken or suspect); the next calls reconnect.
     pub(super) async fn reset_slots(&self) {
-        if let Dialer::Cluster(_, held) = &self.dialer {
+        if let Dialer::Cluster(_, held, writes) = &self.dialer {
             held.lock().await.take();
+            writes.lock().await.take();
         }
         for slot in &self.slots {
             slot.lock().await.take();

@@ -11,8 +11,9 @@
 //!   sentinels' master);
 //! - one Redis instance: `error` (roles, and which failures count against an instance),
 //!   `instance` (connections, deadlines, the breaker of the shared `tokenbroker-breaker` crate,
-//!   spans), `commands` (what the broker sends: batched reads, scripts, TTLs), `health` (pings,
-//!   up/down, restarts), `script` (the Lua scripts and the merge's replies);
+//!   spans), `commands` (what the broker sends: batched reads, scripts, TTLs), `replica_ack`
+//!   (a put's write and the `WAIT` of `redis.min_replica_acks`, pipelined on one connection),
+//!   `health` (pings, up/down, restarts), `script` (the Lua scripts and the merge's replies);
 //! - what the pair asks of an instance: `ops` (the trait), `put` and `discard` (one instance's
 //!   compare-and-set steps of PutToken and DiscardToken);
 //! - the pair, over any instance: `pair` (shared state, settings), `write` (PutToken with
@@ -39,6 +40,7 @@ mod pair;
 mod put;
 mod read;
 mod recovery;
+mod replica_ack;
 mod script;
 mod store;
 mod tls;

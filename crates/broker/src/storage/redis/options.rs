@@ -89,10 +89,10 @@ pub struct RedisOptions {
     #[serde(alias = "fallback_batch")]
     pub copy_batch: usize,
     /// Replicas of the primary that must hold a put before it is acknowledged (Redis `WAIT`
-    /// after the write, on the same connection); 0 (the default) acknowledges once the master
-    /// has it. A put the fallback takes (the primary failed, or its replicas did not ack in
-    /// time) is acknowledged once the fallback has it. Not supported with a `redis+cluster://`
-    /// primary yet.
+    /// pipelined after the write, on the same connection: on a cluster, to the master of the
+    /// key's slot); 0 (the default) acknowledges once the master has it. A put the fallback
+    /// takes (the primary failed, or its replicas did not ack in time) is acknowledged once the
+    /// fallback has it.
     pub min_replica_acks: u32,
     /// How long a put waits for `min_replica_acks` replicas; without them in time the
     /// instance's put fails as unavailable (so the fallback takes it). Below
@@ -163,21 +163,15 @@ impl RedisOptions {
         {
             return Err(format!("{name} must be at most 1h"));
         }
-        if self.min_replica_acks > 0 {
-            if self.replica_ack_timeout.is_zero()
-                || self.replica_ack_timeout >= self.operation_timeout
-            {
-                return Err(
-                    "redis.replica_ack_timeout must be more than 0 and less than \
-                            redis.operation_timeout"
-                        .into(),
-                );
-            }
-            if self.primary_url.as_ref().is_some_and(RedisUrl::is_cluster) {
-                return Err(
-                    "redis.min_replica_acks is not supported with redis+cluster:// yet".into(),
-                );
-            }
+        if self.min_replica_acks > 0
+            && (self.replica_ack_timeout.is_zero()
+                || self.replica_ack_timeout >= self.operation_timeout)
+        {
+            return Err(
+                "redis.replica_ack_timeout must be more than 0 and less than \
+                        redis.operation_timeout"
+                    .into(),
+            );
         }
         super::tls::load(self).map_err(|e| e.to_string())?;
         Ok(())
@@ -234,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn replica_acks_need_a_timeout_below_the_operation_timeout_and_no_cluster_primary() {
+    fn replica_acks_need_a_timeout_below_the_operation_timeout_on_any_topology() {
         assert!(
             with_acks("redis://h:1", Duration::from_millis(100))
                 .validate()
@@ -244,10 +238,11 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.contains("redis.replica_ack_timeout"), "{err}");
-        let err = with_acks("redis+cluster://h:1,h:2", Duration::from_millis(100))
-            .validate()
-            .unwrap_err();
-        assert!(err.contains("redis.min_replica_acks"), "{err}");
+        assert!(
+            with_acks("redis+cluster://h:1,h:2", Duration::from_millis(100))
+                .validate()
+                .is_ok()
+        );
         assert!(
             with_acks("redis+sentinel://s:26379/m", Duration::from_millis(100))
                 .validate()
