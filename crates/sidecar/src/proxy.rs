@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokenbroker_client::TokenBrokerClient;
 use tokio::net::TcpListener;
@@ -219,9 +219,11 @@ impl Shared {
             let base = Arc::clone(&upstream_base);
             async move { Ok::<_, Infallible>(crate::handlers::handle(shared, &base, request).await) }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(io, service);
+        // HTTP/1.1 or HTTP/2, whichever the SDK speaks: the Rust SDK's transport (reqwest)
+        // opens plain-text connections with HTTP/2 prior knowledge; the others speak HTTP/1.1.
+        let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .into_owned();
         // Watched: a shutdown lets its request in flight finish, then closes it.
         let watched = self
             .graceful
