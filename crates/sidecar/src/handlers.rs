@@ -25,6 +25,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::account;
 use crate::policy::Mode;
@@ -41,8 +42,27 @@ pub(crate) async fn handle(
     base: &str,
     request: http::Request<Incoming>,
 ) -> Response<Body> {
+    let route = classify(request.method(), request.uri().path(), request.headers());
+    let span = tracing::info_span!(
+        "sidecar.request",
+        http.request.method = %request.method(),
+        operation = route.operation(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = dispatch(shared, base, request, route)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    base: &str,
+    request: http::Request<Incoming>,
+    route: Route,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
-    let route = classify(&parts.method, parts.uri.path(), &parts.headers);
     shared.metrics.count(&route);
     let session = parts
         .headers

@@ -111,10 +111,25 @@ fn broker_client(settings: &SidecarSettings) -> Result<TokenBrokerClient, Sideca
         ClientConfig::new(urls)
     };
     config = config.with_deadline(settings.broker_deadline);
-    if let Some(ca) = read_file("sidecar.broker_ca", settings.broker_ca.as_deref())? {
-        config = config.with_tls(ClientTls::with_ca(ca));
-    } else if settings.brokers.contains("https://") {
-        config = config.with_tls(ClientTls::default());
+    let ca = read_file("sidecar.broker_ca", settings.broker_ca.as_deref())?;
+    let cert = read_file("sidecar.broker_cert", settings.broker_cert.as_deref())?;
+    let key = read_file("sidecar.broker_key", settings.broker_key.as_deref())?;
+    let tls_wanted = ca.is_some()
+        || cert.is_some()
+        || settings.broker_domain_name.is_some()
+        || settings.brokers.contains("https://");
+    if tls_wanted {
+        let mut tls = ClientTls {
+            ca_pem: ca,
+            ..ClientTls::default()
+        };
+        if let (Some(cert), Some(key)) = (cert, key) {
+            tls = tls.with_identity(cert, key);
+        }
+        if let Some(name) = &settings.broker_domain_name {
+            tls = tls.with_domain_name(name.clone());
+        }
+        config = config.with_tls(tls);
     }
     if let Some(token) = &settings.broker_token {
         config = config.with_bearer_token(token.clone());

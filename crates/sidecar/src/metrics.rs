@@ -11,8 +11,6 @@
 use broker::metrics::Registrar;
 use metrics::{Counter, Recorder};
 
-use crate::route::{ReadKind, WriteKind};
-
 /// The sidecar's counters. Cheap to clone.
 #[derive(Clone)]
 pub struct SidecarMetrics {
@@ -127,13 +125,6 @@ impl SidecarMetrics {
 
     /// Counts a request by its route.
     pub fn count(&self, route: &crate::route::Route) {
-        use crate::route::Route;
-        match route {
-            Route::Account => self.request("account"),
-            Route::ContainerRead(_) => self.request("container"),
-            Route::Read(_, kind) => self.request(ReadKind::as_str(*kind)),
-            Route::Write(_, kind) => self.request(WriteKind::as_str(*kind)),
-            Route::Other => self.request("other"),
-        }
+        self.request(route.operation());
     }
 }

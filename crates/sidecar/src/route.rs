@@ -103,6 +103,20 @@ impl WriteKind {
     }
 }
 
+impl Route {
+    /// The operation's name in metrics and spans: `account`, `container`, `read`, `query`,
+    /// `read_feed`, `create`, `upsert`, `replace`, `patch`, `delete`, `batch` or `other`.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::ContainerRead(_) => "container",
+            Self::Read(_, kind) => kind.as_str(),
+            Self::Write(_, kind) => kind.as_str(),
+            Self::Other => "other",
+        }
+    }
+}
+
 fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
     headers
         .get(name)

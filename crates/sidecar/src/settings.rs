@@ -34,6 +34,14 @@ pub struct SidecarSettings {
     pub broker_ca: Option<PathBuf>,
     /// Bearer token sent to the brokers (`authorization: Bearer …`). Never logged.
     pub broker_token: Option<String>,
+    /// The name the brokers' certificates are checked against when it is not the URL's host:
+    /// needed with [`SidecarSettings::discover`] over TLS, whose endpoints are IP addresses
+    /// (for example `tokenbroker.<namespace>.svc`).
+    pub broker_domain_name: Option<String>,
+    /// PEM client certificate for brokers that require one (mutual TLS), with `broker_key`.
+    pub broker_cert: Option<PathBuf>,
+    /// The private key of `broker_cert`.
+    pub broker_key: Option<PathBuf>,
     /// PEM CA certificate(s) the upstream's certificate is verified against, in addition to the
     /// system's roots (an emulator's or a corporate proxy's CA).
     pub upstream_ca: Option<PathBuf>,
@@ -64,6 +72,9 @@ impl Default for SidecarSettings {
             broker_deadline: Duration::from_millis(100),
             broker_ca: None,
             broker_token: None,
+            broker_domain_name: None,
+            broker_cert: None,
+            broker_key: None,
             upstream_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -88,6 +99,9 @@ impl std::fmt::Debug for SidecarSettings {
                 "broker_token",
                 &self.broker_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("broker_domain_name", &self.broker_domain_name)
+            .field("broker_cert", &self.broker_cert)
+            .field("broker_key", &self.broker_key)
             .field("upstream_ca", &self.upstream_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -178,6 +192,9 @@ impl SidecarSettings {
         if deadline < Duration::from_millis(1) || deadline > Duration::from_secs(10) {
             return Err("sidecar.broker_deadline: must be between 1ms and 10s".into());
         }
+        if self.broker_cert.is_some() != self.broker_key.is_some() {
+            return Err("sidecar.broker_cert and sidecar.broker_key: set both or neither".into());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("sidecar.tls_cert and sidecar.tls_key: set both or neither".into());
         }
@@ -264,6 +281,13 @@ mod tests {
                     ..valid()
                 },
                 "sidecar.broker_deadline",
+            ),
+            (
+                SidecarSettings {
+                    broker_key: Some("k.pem".into()),
+                    ..valid()
+                },
+                "sidecar.broker_cert",
             ),
             (
                 SidecarSettings {
