@@ -116,6 +116,10 @@ pub struct PolyglotConfig {
     pub replication_delay: Duration,
     /// Physical partitions of the container.
     pub partitions: u32,
+    /// The sidecars' `sidecar.broker_deadline`. Longer than the 100 ms default: on a loaded
+    /// machine (CI) a broker call that times out is a read without the broker's token, which
+    /// may be stale, and the proof is about freshness, not the deadline.
+    pub broker_deadline: Duration,
 }
 
 impl Default for PolyglotConfig {
@@ -125,6 +129,7 @@ impl Default for PolyglotConfig {
             pods: 3,
             replication_delay: Duration::from_millis(200),
             partitions: 4,
+            broker_deadline: Duration::from_secs(1),
         }
     }
 }
@@ -233,13 +238,19 @@ async fn pods(
 }
 
 /// One sidecar per pod, all on `broker`; they serve until the runtime ends.
-async fn sidecars(upstream: &str, broker: &str, n: usize) -> Result<Vec<String>, PolyglotError> {
+async fn sidecars(
+    upstream: &str,
+    broker: &str,
+    n: usize,
+    config: &PolyglotConfig,
+) -> Result<Vec<String>, PolyglotError> {
     let mut urls = Vec::with_capacity(n);
     for _ in 0..n {
         let settings = SidecarSettings {
             listen: "127.0.0.1:0".into(),
             upstream: upstream.into(),
             brokers: broker.into(),
+            broker_deadline: config.broker_deadline,
             ..SidecarSettings::default()
         };
         let sidecar = Sidecar::bind(&settings, SidecarMetrics::noop())
@@ -268,11 +279,11 @@ pub async fn run(sdk: Sdk, config: &PolyglotConfig) -> Result<PolyglotReport, Po
     let without = pods(sdk, &direct, config, &format!("without-{tag}"), None).await?;
 
     let broker = KillableBroker::start(memory_store());
-    let through = sidecars(&upstream, &broker.url(), config.pods).await?;
+    let through = sidecars(&upstream, &broker.url(), config.pods, config).await?;
     let with = pods(sdk, &through, config, &format!("with-{tag}"), None).await?;
 
     let mut doomed = KillableBroker::start(memory_store());
-    let through = sidecars(&upstream, &doomed.url(), config.pods).await?;
+    let through = sidecars(&upstream, &doomed.url(), config.pods, config).await?;
     let mut kill = || doomed.kill();
     let killed = pods(
         sdk,

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         pods: args.pods,
         partitions: args.partitions,
         replication_delay: Duration::from_millis(args.replication_delay_ms),
+        ..PolyglotConfig::default()
     };
     let sdks = match args.sdk {
         Which::Python => vec![Sdk::Python],
