@@ -11,6 +11,7 @@ mod procstat;
 mod redis_cost;
 mod report;
 mod shards;
+mod sidecar;
 mod workload;
 
 use std::path::PathBuf;
@@ -156,6 +157,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the sidecar adds to a point read and an upsert over the same request sent straight
+    /// to the HTTP emulator, pair by pair, pass-through and brokered (see docs/performance.md).
+    Sidecar {
+        /// Measured pairs (direct, through) per request kind and policy.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Pairs sent before measuring, per request kind and policy.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Distinct documents (and partition keys) the requests cycle through.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        docs: u64,
+        /// Worker threads of the sidecars' runtime (`tokenbroker sidecar`: one per CPU).
+        #[arg(long, default_value_t = 2)]
+        sidecar_threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses `TOKENBROKER_KEY=value`.
@@ -292,6 +311,23 @@ async fn main() -> ExitCode {
             memory::run(args)
                 .await
                 .map(|summary| report(&summary, json, memory::print))
+        }
+        Cmd::Sidecar {
+            requests,
+            warmup,
+            docs,
+            sidecar_threads,
+            json,
+        } => {
+            let args = sidecar::SidecarArgs {
+                requests,
+                warmup,
+                docs: docs as usize,
+                sidecar_threads: sidecar_threads.max(1),
+            };
+            sidecar::run(args)
+                .await
+                .map(|summary| report(&summary, json, sidecar::print))
         }
     };
     match result {
