@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use test_kit::{KillableBroker, memory_store};
 use tokenbroker_client::{ClientConfig, TokenBrokerClient};
 use tokenbroker_sidecar::{Sidecar, SidecarMetrics, SidecarSettings};
-use test_kit::{KillableBroker, memory_store};
 
 const DOCS: &str = "/dbs/shop/colls/orders/docs";
 const PK: &str = "x-ms-documentdb-partitionkey";
