@@ -2,12 +2,14 @@
 //! test (rcgen): `rediss://` with `redis.ca_file`, Redis mutual TLS with
 //! `redis.client_cert_file`/`redis.client_key_file` (and what an operator sees without them),
 //! a CA that does not verify the server, and the start-up checks of those files. The Redis ACL
-//! rule of docs/redis.md is proven in [`acl`].
+//! rule of docs/redis.md is proven in [`acl`]; `rediss+cluster://` and `rediss+sentinel://` in
+//! [`topologies`].
 //!
 //! The brokers here are the built binary, configured by `TOKENBROKER_*` variables as in a
 //! deployment, without `SSL_CERT_FILE`: the CA comes from `redis.ca_file` only.
 
 pub(crate) mod acl;
+mod topologies;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -36,13 +38,15 @@ struct Broker {
 
 /// Starts the broker binary on a TLS-only Redis at `port`, with extra `TOKENBROKER_*` settings.
 async fn start_broker(port: u16, extra: &[(&str, String)]) -> Broker {
+    start_broker_on(&format!("rediss://localhost:{port}"), extra).await
+}
+
+/// Starts the broker binary with `url` as its primary, with extra `TOKENBROKER_*` settings.
+async fn start_broker_on(url: &str, extra: &[(&str, String)]) -> Broker {
     let listen = free_port();
     let mut env = vec![
         ("TOKENBROKER_LISTEN", format!("127.0.0.1:{listen}")),
-        (
-            "TOKENBROKER_REDIS__PRIMARY_URL",
-            format!("rediss://localhost:{port}"),
-        ),
+        ("TOKENBROKER_REDIS__PRIMARY_URL", url.to_owned()),
         ("TOKENBROKER_REDIS__HEALTH_INTERVAL", "100ms".into()),
         // A TLS handshake takes tens of milliseconds in a debug build (ring's C code is not
         // optimised there), and the tests run side by side on two cores: the default 250 ms

@@ -22,6 +22,7 @@ use crate::free_ports;
 use crate::probe::{self, Role};
 use crate::redis_server::RedisServer;
 use crate::sandbox::Sandbox;
+use crate::tls::{TlsFiles, TlsPorts};
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -48,6 +49,9 @@ pub struct ClusterOptions {
     /// More `redis-server` arguments for every node, for example `--cluster-require-full-coverage
     /// no` (not a password: the kit's own commands send none).
     pub extra_args: Vec<String>,
+    /// TLS: a TLS port beside each node's plain port, the cluster bus and replication over
+    /// TLS ([`RedisCluster::tls_url`] reaches every node over TLS). Default `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ClusterOptions {
@@ -57,6 +61,7 @@ impl Default for ClusterOptions {
             replicas_per_master: 1,
             node_timeout: Duration::from_millis(500),
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -213,6 +218,7 @@ pub struct RedisCluster {
     /// The nodes in creation order (ports fixed for the cluster's life).
     nodes: Vec<Mutex<RedisServer>>,
     ports: Vec<u16>,
+    tls: TlsPorts,
     options: ClusterOptions,
     exclusive: tokio::sync::Mutex<()>,
     startup: Duration,
@@ -254,7 +260,7 @@ impl RedisCluster {
         let sandbox = Sandbox::new("cluster")?;
         let count = options.masters * (1 + options.replicas_per_master);
         let mut attempt = 0;
-        let (nodes, ports) = loop {
+        let (nodes, ports, tls) = loop {
             attempt += 1;
             match Self::spawn_nodes(&sandbox, &options, count) {
                 Ok(started) => break started,
@@ -267,6 +273,7 @@ impl RedisCluster {
         let mut cluster = Self {
             nodes: nodes.into_iter().map(Mutex::new).collect(),
             ports,
+            tls,
             options,
             exclusive: tokio::sync::Mutex::new(()),
             startup: Duration::ZERO,
@@ -289,9 +296,11 @@ impl RedisCluster {
         sandbox: &Sandbox,
         options: &ClusterOptions,
         count: usize,
-    ) -> io::Result<(Vec<RedisServer>, Vec<u16>)> {
-        let all = free_ports(2 * count);
-        let (ports, bus_ports) = all.split_at(count);
+    ) -> io::Result<(Vec<RedisServer>, Vec<u16>, TlsPorts)> {
+        let all = free_ports(count + TlsPorts::needed(options.tls.as_ref(), count));
+        let (ports, rest) = all.split_at(count);
+        let (bus_ports, tls_ports) = rest.split_at(count);
+        let tls = TlsPorts::new(options.tls.as_ref(), ports, tls_ports);
         let dir = sandbox.dir();
         let mut nodes = Vec::with_capacity(count);
         for (&port, &bus_port) in ports.iter().zip(bus_ports) {
@@ -322,11 +331,12 @@ impl RedisCluster {
                 "--dbfilename".into(),
                 format!("dump-{port}.rdb"),
             ];
+            args.extend(tls.args(port, true));
             args.extend(options.extra_args.iter().cloned());
             // A node that fails here is dropped with `nodes`, which kills the others.
             nodes.push(RedisServer::start_node(port, None, args, sandbox.group())?);
         }
-        Ok((nodes, ports.to_vec()))
+        Ok((nodes, ports.to_vec(), tls))
     }
 
     /// `redis-cli --cluster create` over every node.
@@ -355,6 +365,16 @@ impl RedisCluster {
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
         format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// `rediss+cluster://127.0.0.1:<tls1>,...`: every node's TLS port as a seed (the cluster
+    /// then names only TLS ports to the client).
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was started without [`ClusterOptions::tls`].
+    pub fn tls_url(&self) -> String {
+        format!("rediss+cluster://{}", self.tls.seeds(&self.ports))
     }
 
     /// `redis://127.0.0.1:<port>` of every node, in creation order (seeds for a client such as
@@ -756,8 +776,9 @@ impl RedisCluster {
                 .ok_or_else(|| format!(":{port} does not list itself"))?;
             if let ClusterRole::Replica { master_port, .. } = &me.role {
                 let role = probe::role(&mut connection, port)?;
+                // Over TLS a replica follows its master's TLS port.
                 let linked = matches!(role, Role::Replica { master_port: p, connected: true }
-                    if Some(p) == *master_port);
+                    if Some(self.tls.plain(p)) == *master_port);
                 if !linked {
                     return Err(format!(
                         ":{port} is a replica of {master_port:?} in the cluster, ROLE says {role:?}"

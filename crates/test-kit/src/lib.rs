@@ -7,6 +7,8 @@
 //!   masters a test kills and restarts and whose slots it moves;
 //! - [`RedisSentinel`]: a master, a replica and three sentinels, failed over on request or by
 //!   killing the master;
+//! - [`TlsFiles`]: either topology with TLS ports beside the plain ones (the kit's probes stay
+//!   plain), reached over TLS through its `tls_url`;
 //! - [`KillableBroker`] (feature `broker`): a real tokenbroker server in this process, on its own
 //!   runtime, killed outright as a crashed pod is and restarted on the same port.
 //!
@@ -32,6 +34,7 @@ mod probe;
 mod redis_server;
 mod sandbox;
 mod sentinel;
+mod tls;
 
 pub use cluster::{ClusterNode, ClusterOptions, ClusterRole, RedisCluster, SLOTS};
 #[cfg(feature = "broker")]
@@ -39,3 +42,4 @@ pub use killable_broker::{KillableBroker, memory_store};
 pub use port::{free_port, free_ports};
 pub use redis_server::RedisServer;
 pub use sentinel::{RedisSentinel, SentinelOptions};
+pub use tls::TlsFiles;

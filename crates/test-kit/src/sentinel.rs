@@ -22,6 +22,7 @@ use crate::free_ports;
 use crate::probe::{self, Role};
 use crate::redis_server::RedisServer;
 use crate::sandbox::Sandbox;
+use crate::tls::{TlsFiles, TlsPorts};
 
 /// How long the topology has to settle at start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,6 +64,12 @@ pub struct SentinelOptions {
     pub password: Option<String>,
     /// More `redis-server` arguments for the master and replicas.
     pub extra_args: Vec<String>,
+    /// More arguments for the sentinels (for example an ACL `--user`).
+    pub sentinel_extra_args: Vec<String>,
+    /// TLS: a TLS port beside each process's plain port, replication and the sentinels'
+    /// connections over TLS, the sentinels monitoring the TLS ports ([`RedisSentinel::tls_url`]
+    /// reaches the sentinels and the master over TLS). Default `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for SentinelOptions {
@@ -77,6 +84,8 @@ impl Default for SentinelOptions {
             sentinel_password: None,
             password: None,
             extra_args: Vec::new(),
+            sentinel_extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -103,6 +112,7 @@ pub struct RedisSentinel {
     data_ports: Vec<u16>,
     sentinels: Vec<Mutex<RedisServer>>,
     sentinel_ports: Vec<u16>,
+    tls: TlsPorts,
     options: SentinelOptions,
     exclusive: tokio::sync::Mutex<()>,
     startup: Duration,
@@ -136,20 +146,23 @@ impl RedisSentinel {
     pub fn try_start_with(options: SentinelOptions) -> io::Result<Self> {
         let began = Instant::now();
         let sandbox = Sandbox::new("sentinel")?;
-        let ports = free_ports(1 + options.replicas + options.sentinels);
+        let count = 1 + options.replicas + options.sentinels;
+        let ports = free_ports(TlsPorts::needed(options.tls.as_ref(), count));
+        let (ports, tls_ports) = ports.split_at(count);
+        let tls = TlsPorts::new(options.tls.as_ref(), ports, tls_ports);
         let (data_ports, sentinel_ports) = ports.split_at(1 + options.replicas);
         let master = data_ports[0];
         let mut data = Vec::with_capacity(data_ports.len());
         for &port in data_ports {
             let replica_of = (port != master).then_some(master);
-            let args = data_args(&sandbox, &options, port, replica_of);
+            let args = data_args(&sandbox, &options, &tls, port, replica_of);
             data.push(RedisServer::start_node(port, None, args, sandbox.group())?);
         }
         let mut sentinels = Vec::with_capacity(sentinel_ports.len());
         for &port in sentinel_ports {
             let config =
-                write_sentinel_config(&sandbox, &options, port, data_ports, sentinel_ports)?;
-            let args = vec![
+                write_sentinel_config(&sandbox, &options, &tls, port, data_ports, sentinel_ports)?;
+            let mut args = vec![
                 "--sentinel".into(),
                 "--dir".into(),
                 sandbox.dir().display().to_string(),
@@ -162,6 +175,8 @@ impl RedisSentinel {
                 "--loglevel".into(),
                 "notice".into(),
             ];
+            args.extend(tls.args(port, false));
+            args.extend(options.sentinel_extra_args.iter().cloned());
             // Launched together and waited for after: a sentinel that tries a peer not yet
             // listening tries again only a second later.
             sentinels.push(RedisServer::launch_node(
@@ -179,6 +194,7 @@ impl RedisSentinel {
             data_ports: data_ports.to_vec(),
             sentinels: sentinels.into_iter().map(Mutex::new).collect(),
             sentinel_ports: sentinel_ports.to_vec(),
+            tls,
             options,
             exclusive: tokio::sync::Mutex::new(()),
             startup: Duration::ZERO,
@@ -230,6 +246,17 @@ impl RedisSentinel {
             sentinels.join(","),
             self.options.master_name
         )
+    }
+
+    /// `rediss+sentinel://127.0.0.1:<tls1>,.../<master-name>`: the sentinels' TLS ports, which
+    /// name the master's TLS port.
+    ///
+    /// # Panics
+    ///
+    /// If the topology was started without [`SentinelOptions::tls`].
+    pub fn tls_url(&self) -> String {
+        let sentinels = self.tls.seeds(&self.sentinel_ports);
+        format!("rediss+sentinel://{sentinels}/{}", self.options.master_name)
     }
 
     /// `redis://127.0.0.1:<port>` of every sentinel (with `:<password>@` if the sentinels
@@ -482,7 +509,9 @@ impl RedisSentinel {
                             probe::query::<()>(
                                 &mut connection,
                                 *port,
-                                redis::cmd("REPLICAOF").arg("127.0.0.1").arg(master),
+                                redis::cmd("REPLICAOF")
+                                    .arg("127.0.0.1")
+                                    .arg(self.tls.tls(master)),
                             )?;
                         }
                         Ok(())
@@ -536,7 +565,7 @@ impl RedisSentinel {
                 role == Role::Master
             } else {
                 role == Role::Replica {
-                    master_port: master,
+                    master_port: self.tls.tls(master),
                     connected: true,
                 }
             };
@@ -565,13 +594,18 @@ impl RedisSentinel {
                 redis::cmd("SENTINEL").arg("REPLICAS").arg(name),
             )?;
             for replica in data.iter().filter(|&&p| p != master) {
+                let port_of = |r: &HashMap<String, String>, field: &str| {
+                    r.get(field)
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .map(|p| self.tls.plain(p))
+                };
                 let seen = replicas
                     .iter()
-                    .find(|r| r.get("port").and_then(|p| p.parse::<u16>().ok()) == Some(*replica));
+                    .find(|r| port_of(r, "port") == Some(*replica));
                 let fine = seen.is_some_and(|r| {
                     r.get("flags").map(String::as_str) == Some("slave")
                         && r.get("master-link-status").map(String::as_str) == Some("ok")
-                        && r.get("master-port").and_then(|p| p.parse::<u16>().ok()) == Some(master)
+                        && port_of(r, "master-port") == Some(master)
                 });
                 if !fine {
                     return Err(format!(
@@ -585,9 +619,10 @@ impl RedisSentinel {
                 redis::cmd("SENTINEL").arg("SENTINELS").arg(name),
             )?;
             for other in sentinels.iter().filter(|&&p| p != port) {
-                let seen = others
-                    .iter()
-                    .find(|s| s.get("port").and_then(|p| p.parse::<u16>().ok()) == Some(*other));
+                let seen = others.iter().find(|s| {
+                    let port = s.get("port").and_then(|p| p.parse::<u16>().ok());
+                    port.map(|p| self.tls.plain(p)) == Some(*other)
+                });
                 // `master_down` (that sentinel's vote in the last failover) may remain: the
                 // sentinels forget such votes only 5 s after the last one, and it does not stop
                 // a failover.
@@ -636,7 +671,7 @@ impl RedisSentinel {
                 .arg(&self.options.master_name),
         )?;
         match addr {
-            Some((host, master)) if host == "127.0.0.1" => Ok(master),
+            Some((host, master)) if host == "127.0.0.1" => Ok(self.tls.plain(master)),
             other => Err(format!("sentinel :{port} reports the master at {other:?}")),
         }
     }
@@ -660,7 +695,7 @@ impl RedisSentinel {
         )
         .unwrap_or_else(|error| self.fail(&error));
         let replica_of = (master != port).then_some(master);
-        let args = data_args(&self.sandbox, &self.options, port, replica_of);
+        let args = data_args(&self.sandbox, &self.options, &self.tls, port, replica_of);
         let started = RedisServer::start_node(port, None, args, self.sandbox.group());
         match started {
             Ok(server) => *lock(&self.data[index]) = server,
@@ -717,6 +752,7 @@ impl RedisSentinel {
 fn data_args(
     sandbox: &Sandbox,
     options: &SentinelOptions,
+    tls: &TlsPorts,
     port: u16,
     replica_of: Option<u16>,
 ) -> Vec<String> {
@@ -745,17 +781,20 @@ fn data_args(
         args.extend(["--masterauth".into(), password.clone()]);
     }
     if let Some(master) = replica_of {
+        let master = tls.tls(master);
         args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
     }
+    args.extend(tls.args(port, false));
     args.extend(options.extra_args.iter().cloned());
     args
 }
 
 /// Writes `sentinel-<port>.conf`: the master to monitor, the replicas and the other sentinels
-/// already known (with fixed ids), passwords; returns its path.
+/// already known (with fixed ids, at their TLS ports with TLS), passwords; returns its path.
 fn write_sentinel_config(
     sandbox: &Sandbox,
     options: &SentinelOptions,
+    tls: &TlsPorts,
     port: u16,
     data_ports: &[u16],
     sentinel_ports: &[u16],
@@ -765,7 +804,8 @@ fn write_sentinel_config(
         format!("sentinel myid {}", sentinel_id(port)),
         format!(
             "sentinel monitor {name} 127.0.0.1 {} {}",
-            data_ports[0], options.quorum
+            tls.tls(data_ports[0]),
+            options.quorum
         ),
         format!(
             "sentinel down-after-milliseconds {name} {}",
@@ -785,11 +825,13 @@ fn write_sentinel_config(
         lines.push(format!("sentinel sentinel-pass {password}"));
     }
     for replica in &data_ports[1..] {
+        let replica = tls.tls(*replica);
         lines.push(format!("sentinel known-replica {name} 127.0.0.1 {replica}"));
     }
     for other in sentinel_ports.iter().filter(|&&p| p != port) {
         lines.push(format!(
-            "sentinel known-sentinel {name} 127.0.0.1 {other} {}",
+            "sentinel known-sentinel {name} 127.0.0.1 {} {}",
+            tls.tls(*other),
             sentinel_id(*other)
         ));
     }
