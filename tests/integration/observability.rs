@@ -302,6 +302,54 @@ async fn otlp_spans_join_the_callers_trace_and_show_each_redis_call() {
         );
     }
 
+    // The sidecar: each request is a span, the child of the application's `traceparent`. Its
+    // upstream refuses connections, so the read is answered 502; the span says so.
+    let mut sidecar_settings = tokenbroker_server::config::Settings::default();
+    sidecar_settings.sidecar.upstream = format!("http://127.0.0.1:{}/", free_port());
+    sidecar_settings.sidecar.brokers = "http://127.0.0.1:1".into();
+    let sidecar = crate::support::sidecar::start(sidecar_settings).await;
+    let app: SocketAddr = sidecar
+        .app_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let sidecar_trace = "6e0c63257de34c92bf9efcd03927272e";
+    let app_span = "53995c3f42cd8ad8";
+    let mut stream = tokio::net::TcpStream::connect(app).await.unwrap();
+    let request = format!(
+        "GET /dbs/shop/colls/orders/docs/o1 HTTP/1.0\r\nHost: app\r\n\
+         traceparent: 00-{sidecar_trace}-{app_span}-01\r\n\
+         x-ms-documentdb-partitionkey: [\"o1\"]\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.0 502"), "{answer}");
+    let spans = spans_of(&mut rx, &mut all, sidecar_trace, |s| {
+        s.iter().any(|s| s.name == "sidecar.request")
+    })
+    .await;
+    let [request] = named(&spans, "sidecar.request")[..] else {
+        panic!("one sidecar.request span expected: {spans:?}")
+    };
+    assert_eq!(hex(&request.parent_span_id), app_span);
+    assert_eq!(
+        string_attr(&request.attributes, "operation").as_deref(),
+        Some("read")
+    );
+    assert_eq!(
+        int_attr(&request.attributes, "http.response.status_code"),
+        Some(502),
+        "{:?}",
+        request.attributes
+    );
+    sidecar.stop().await;
+
     broker.stop().await;
     telemetry.shutdown().await;
 }

@@ -50,7 +50,9 @@ pub async fn run(
         Some(recorder) => SidecarMetrics::register(recorder),
         None => SidecarMetrics::noop(),
     };
-    let sidecar = Sidecar::bind(&settings.sidecar, sidecar_metrics).await?;
+    let sidecar = Sidecar::bind(&settings.sidecar, sidecar_metrics)
+        .await?
+        .with_span_parent(Arc::new(crate::telemetry::set_remote_parent_http));
     let ready = Arc::new(AtomicBool::new(true));
     let mut background = Vec::new();
     if !settings.metrics.listen.is_empty() {

@@ -145,7 +145,7 @@ fn exported(meta: &Metadata<'_>) -> bool {
     };
     meta.is_span()
         && *meta.level() <= Level::DEBUG
-        && (ours("tokenbroker_server") || ours("broker"))
+        && (ours("tokenbroker_server") || ours("broker") || ours("tokenbroker_sidecar"))
 }
 
 /// Reads W3C trace-context headers (`traceparent`, `tracestate`) from gRPC metadata.
@@ -175,6 +175,29 @@ pub fn set_remote_parent(span: &tracing::Span, metadata: &tonic::metadata::Metad
     }
     let parent = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
     // Fails only without the OTLP layer, when there is no trace to join anyway.
+    let _ = span.set_parent(parent);
+}
+
+/// Reads W3C trace-context headers from an HTTP request (the sidecar's).
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// As [`set_remote_parent`], from an HTTP request's headers: the sidecar's hook
+/// (`tokenbroker_sidecar::Sidecar::with_span_parent`).
+pub fn set_remote_parent_http(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let _ = span.set_parent(parent);
 }
 

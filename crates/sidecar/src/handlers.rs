@@ -49,10 +49,16 @@ pub(crate) async fn handle(
         operation = route.operation(),
         http.response.status_code = tracing::field::Empty,
     );
+    if let Some(parent) = shared.span_parent.get() {
+        parent(&span, request.headers());
+    }
     let response = dispatch(shared, base, request, route)
         .instrument(span.clone())
         .await;
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     response
 }
 

@@ -53,6 +53,10 @@ pub use settings::SidecarSettings;
 use crate::learned::Learned;
 use crate::proxy::Shared;
 
+/// Makes a request's span (first argument) the child of the trace its headers name
+/// (`traceparent`, `tracestate`); see [`Sidecar::with_span_parent`].
+pub type SpanParent = Arc<dyn Fn(&tracing::Span, &http::HeaderMap) + Send + Sync>;
+
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -205,6 +209,14 @@ impl Sidecar {
     /// The URL the application's SDK is given (`http://127.0.0.1:8081/`).
     pub fn local_url(&self) -> &str {
         &self.shared.main_url
+    }
+
+    /// Makes each request's span (`sidecar.request`) a child of the application's trace, with
+    /// `parent` reading the request's headers. Why a hook: the trace-context propagator
+    /// belongs to the process's telemetry (the server's), not to this crate.
+    pub fn with_span_parent(self, parent: SpanParent) -> Self {
+        let _ = self.shared.span_parent.set(parent);
+        self
     }
 
     /// The broker client (its [`tokenbroker_client::ClientStats`] tell how the broker fared).

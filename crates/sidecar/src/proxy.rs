@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     tls: Option<TlsAcceptor>,
     shutdown: watch::Receiver<bool>,
     graceful: Mutex<Option<GracefulShutdown>>,
+    /// Makes a request's span the child of the caller's (`traceparent`); set by the server,
+    /// which owns the OpenTelemetry propagator.
+    pub(crate) span_parent: std::sync::OnceLock<crate::SpanParent>,
     /// Region listeners to serve: handed to the task that spawns their accept loops (spawning
     /// from here would make the request future's type depend on itself).
     new_listeners: mpsc::UnboundedSender<(TcpListener, String)>,
@@ -116,6 +119,7 @@ impl Shared {
             shutdown,
             graceful: Mutex::new(Some(GracefulShutdown::new())),
             new_listeners,
+            span_parent: std::sync::OnceLock::new(),
         }
     }
 
