@@ -23,20 +23,23 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The configuration, validated, and the logs and traces it asks for; exit code 2 otherwise.
+fn start(config: Option<&std::path::Path>) -> Result<(Settings, telemetry::Telemetry), ExitCode> {
+    let settings = Settings::load(config).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let telemetry = telemetry::init(&settings.log, &settings.telemetry).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    Ok((settings, telemetry))
+}
+
 async fn serve(config: Option<&std::path::Path>) -> ExitCode {
-    let settings = match Settings::load(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let (settings, telemetry) = match start(config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let result = async {
         let addr = settings.listen_addr().map_err(|e| e.to_string())?;
@@ -75,19 +78,9 @@ async fn serve(config: Option<&std::path::Path>) -> ExitCode {
 }
 
 async fn sidecar(config: Option<&std::path::Path>) -> ExitCode {
-    let settings = match Settings::load(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let (settings, telemetry) = match start(config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let result = tokenbroker_server::sidecar::run(&settings, shutdown_signal(), |_| {}).await;
     telemetry.shutdown().await;

@@ -180,9 +180,9 @@ pub async fn upkeep(metrics: Metrics) {
     }
 }
 
-/// Serves `/metrics` on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    let app = axum::Router::new().route(
+/// The `/metrics` route, rendering `metrics` at each scrape.
+pub fn router(metrics: Metrics) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let body = metrics.render();
@@ -193,8 +193,12 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
                 )
             }
         }),
-    );
-    if let Err(e) = axum::serve(listener, app).await {
+    )
+}
+
+/// Serves `/metrics` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    if let Err(e) = axum::serve(listener, router(metrics)).await {
         tracing::error!(error = %e, "metrics endpoint stopped");
     }
 }

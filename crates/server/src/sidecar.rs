@@ -93,19 +93,7 @@ pub async fn run(
 }
 
 async fn probes(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBool>) {
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let body = metrics.render();
-                async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                        body,
-                    )
-                }
-            }),
-        )
+    let app = metrics::router(metrics)
         .route("/livez", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -118,9 +118,23 @@ fn buffered(mut parts: http::response::Parts, bytes: Bytes) -> Response<Body> {
     Response::from_parts(parts, full(bytes))
 }
 
-async fn read_whole(
-    response: Response<Incoming>,
+/// Sends a metadata request and reads a 200 answer whole; any other answer (or a failure) is
+/// returned as the application's response.
+async fn fetch_whole(
+    shared: &Shared,
+    base: &str,
+    parts: &Parts,
+    path: &str,
+    body: Incoming,
 ) -> Result<(http::response::Parts, Bytes), Response<Body>> {
+    let response = match shared
+        .send(base, &parts.method, path, &parts.headers, stream(body))
+        .await
+    {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => return Err(to_app(response)),
+        Err(response) => return Err(response),
+    };
     let (parts, body) = response.into_parts();
     match Limited::new(body, MAX_METADATA_BYTES).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),
@@ -139,15 +153,7 @@ async fn account_read(
 ) -> Response<Body> {
     // The body is rewritten: ask for it uncompressed.
     parts.headers.remove(http::header::ACCEPT_ENCODING);
-    let response = match shared
-        .send(base, &parts.method, path, &parts.headers, stream(body))
-        .await
-    {
-        Ok(response) if response.status() == StatusCode::OK => response,
-        Ok(response) => return to_app(response),
-        Err(response) => return response,
-    };
-    let (parts, bytes) = match read_whole(response).await {
+    let (parts, bytes) = match fetch_whole(shared, base, &parts, path, body).await {
         Ok(whole) => whole,
         Err(response) => return response,
     };
@@ -182,15 +188,7 @@ async fn container_read(
     body: Incoming,
     link: &ContainerLink,
 ) -> Response<Body> {
-    let response = match shared
-        .send(base, &parts.method, path, &parts.headers, stream(body))
-        .await
-    {
-        Ok(response) if response.status() == StatusCode::OK => response,
-        Ok(response) => return to_app(response),
-        Err(response) => return response,
-    };
-    let (parts, bytes) = match read_whole(response).await {
+    let (parts, bytes) = match fetch_whole(shared, base, parts, path, body).await {
         Ok(whole) => whole,
         Err(response) => return response,
     };
