@@ -140,3 +140,88 @@ async fn a_sentinel_url_on_a_plain_redis_is_refused_naming_the_setting() {
         "{why}"
     );
 }
+
+/// The `+...` rules named in `doc` between `after` and `until` (line breaks read as spaces).
+fn rules_between(doc: &str, after: &str, until: &str) -> Vec<String> {
+    let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (_, rest) = doc
+        .split_once(after)
+        .unwrap_or_else(|| panic!("docs/redis.md says {after:?}"));
+    let (text, _) = rest
+        .split_once(until)
+        .unwrap_or_else(|| panic!("... then {until:?}"));
+    let rules: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c| c == '`' || c == '(' || c == ')')
+                .to_owned()
+        })
+        .filter(|w| w.starts_with('+'))
+        .collect();
+    assert!(!rules.is_empty(), "no rule in {text:?}");
+    rules
+}
+
+/// A Sentinel set whose servers and sentinels require a password of their default user, and
+/// whose broker user has exactly the rules docs/redis.md names for the data nodes and for the
+/// sentinels: puts (acknowledged by the replica, so `WAIT` too), reads and discards go through,
+/// and `ACL LOG` stays empty on the master, the replica and every sentinel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_rules_serve_a_sentinel_set() {
+    use crate::redis_tls::acl::{PASSWORD, USER, documented_rules};
+
+    let doc = include_str!("../../docs/redis.md");
+    let mut data_user = vec!["--user".to_owned(), USER.to_owned()];
+    data_user.extend(documented_rules());
+    data_user.extend(rules_between(doc, "the data nodes need ", " beyond"));
+    let mut sentinel_user = ["--user", USER, "reset", "on"].map(str::to_owned).to_vec();
+    sentinel_user.push(format!(">{PASSWORD}"));
+    sentinel_user.extend(rules_between(
+        doc,
+        "serve both) with ",
+        " (and nothing else",
+    ));
+    let admin = "admin-password".to_owned();
+    let sentinel = test_kit::RedisSentinel::start_with(test_kit::SentinelOptions {
+        password: Some(admin.clone()),
+        sentinel_password: Some(admin.clone()),
+        extra_args: data_user,
+        sentinel_extra_args: sentinel_user,
+        ..Default::default()
+    });
+    let url = sentinel
+        .url()
+        .replacen("://", &format!("://{USER}:{PASSWORD}@"), 1);
+    let anchor = RedisServer::start();
+    let mut options = redis_options(&anchor, None);
+    options.primary_url = Some(RedisUrl::parse(&url).unwrap());
+    options.operation_timeout = Duration::from_secs(2);
+    options.min_replica_acks = 1;
+    options.replica_ack_timeout = Duration::from_secs(1);
+    let store = ready_store(&options).await;
+    for i in 0..30 {
+        let key = StoreKey::new("acct/db/coll", format!("k{i}"));
+        let token = SessionToken::parse(&format!("0:1#{}", i + 1)).unwrap();
+        store.put(&key, &token, params()).await.unwrap();
+        store.put(&key, &token, params()).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().token, Some(token.clone()));
+        store.discard(&key, &token).await.unwrap();
+    }
+    let data = sentinel
+        .data_ports()
+        .iter()
+        .map(|port| format!("redis://:{admin}@127.0.0.1:{port}"));
+    for url in data.chain(sentinel.sentinel_urls()) {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let log: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("LOG")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(log.is_empty(), "{url}: {log:?}");
+    }
+}
