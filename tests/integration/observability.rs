@@ -569,7 +569,12 @@ async fn every_documented_metric_is_scraped_with_its_labels() {
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut topology_scrape = second.scrape().await;
-    while !topology_scrape.contains("tokenbroker_redis_cluster_masters{instance=\"primary\"} 3") {
+    // The node counts are published in the same round, after the slots: wait for both.
+    let masters_ok =
+        "tokenbroker_redis_cluster_nodes{instance=\"primary\",role=\"master\",state=\"ok\"} 3";
+    while !(topology_scrape.contains("tokenbroker_redis_cluster_masters{instance=\"primary\"} 3")
+        && topology_scrape.contains(masters_ok))
+    {
         assert!(std::time::Instant::now() < deadline, "{topology_scrape}");
         tokio::task::yield_now().await;
         topology_scrape = second.scrape().await;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
+use super::cluster_nodes;
 use super::connection::RedisConnection;
 use super::dial::Dialer;
 use super::error::InstanceError;
@@ -56,6 +57,7 @@ impl RedisInstance {
                 };
                 let slots = SLOT_STATES.map(|state| field(&format!("cluster_slots_{state}")));
                 self.publish_cluster(slots, field("cluster_size"));
+                self.check_cluster_nodes(cluster).await;
                 if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
                     return Err(InstanceError::Redis(
                         self.name(),
@@ -103,6 +105,40 @@ impl RedisInstance {
             }
             Ok(Err(e)) => self.health_check_failed(&e.to_string()).await,
             Err(_) => self.health_check_failed("health check timed out").await,
+        }
+    }
+
+    /// Publishes the cluster's nodes by role and state, as a master sees them, and logs the
+    /// nodes that are not ok when that set changes. A failure here changes nothing else: the
+    /// instance's health is `CLUSTER INFO`'s.
+    async fn check_cluster_nodes(&self, cluster: &mut redis::cluster_async::ClusterConnection) {
+        let master = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+        let reply = cluster
+            .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), master)
+            .await
+            .ok()
+            .and_then(|v| redis::from_redis_value::<String>(v).ok());
+        let Some(reply) = reply else {
+            tracing::debug!(
+                redis = self.name(),
+                "CLUSTER NODES failed: node counts not updated"
+            );
+            return;
+        };
+        let nodes = cluster_nodes::parse(&reply);
+        self.publish_cluster_nodes(nodes.counts);
+        let mut seen = self.nodes_not_ok.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != nodes.not_ok {
+            if nodes.not_ok.is_empty() {
+                tracing::info!(redis = self.name(), "every cluster node is ok again");
+            } else {
+                tracing::warn!(
+                    redis = self.name(),
+                    nodes = ?nodes.not_ok,
+                    "cluster nodes not ok (a master down, a failover in progress?)"
+                );
+            }
+            *seen = nodes.not_ok;
         }
     }
 

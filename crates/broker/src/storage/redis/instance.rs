@@ -54,6 +54,8 @@ pub struct RedisInstance {
     /// persistence, lost its keys).
     pub(super) run_id: std::sync::Mutex<Option<String>>,
     pub(super) restarted: AtomicBool,
+    /// A cluster's nodes that were not ok at the last health check (logged when it changes).
+    pub(super) nodes_not_ok: std::sync::Mutex<Vec<String>>,
     /// Pending reads, taken by the batchers (`commands::spawn_get_batchers`, started with the
     /// store).
     pub(super) batches: mpsc::Sender<PendingGet>,
@@ -126,6 +128,7 @@ impl RedisInstance {
             connect_timeout: options.connect_timeout,
             up: watch::Sender::new(false),
             run_id: std::sync::Mutex::new(None),
+            nodes_not_ok: std::sync::Mutex::new(Vec::new()),
             restarted: AtomicBool::new(false),
             batches: batch_tx,
             batch_queue: Arc::new(Mutex::new(batch_rx)),

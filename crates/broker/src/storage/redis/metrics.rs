@@ -111,7 +111,11 @@ pub(super) struct InstanceMetrics {
     cluster_slots: [Gauge; 3],
     /// Cluster instances only: masters serving slots (`cluster_size`).
     cluster_masters: Gauge,
+    /// Cluster instances only: nodes by role and state, [`NODE_ROLES`] × [`NODE_STATES`].
+    cluster_nodes: [[Gauge; 3]; 2],
 }
+
+use super::cluster_nodes::{NODE_ROLES, NODE_STATES};
 
 /// The slot states of `CLUSTER INFO` published (`cluster_slots_ok`, `_pfail`, `_fail`).
 pub(super) const SLOT_STATES: [&str; 3] = ["ok", "pfail", "fail"];
@@ -137,6 +141,10 @@ static NO_INSTANCE_METRICS: InstanceMetrics = InstanceMetrics {
     master_changes: Counter::noop(),
     cluster_slots: [Gauge::noop(), Gauge::noop(), Gauge::noop()],
     cluster_masters: Gauge::noop(),
+    cluster_nodes: [
+        [Gauge::noop(), Gauge::noop(), Gauge::noop()],
+        [Gauge::noop(), Gauge::noop(), Gauge::noop()],
+    ],
 };
 
 impl PairMetrics {
@@ -248,6 +256,19 @@ impl InstanceMetrics {
                 Counter::noop()
             },
             cluster_slots: SLOT_STATES.map(slots),
+            cluster_nodes: NODE_ROLES.map(|role| {
+                NODE_STATES.map(|state| {
+                    if cluster {
+                        r.gauge(
+                            "tokenbroker_redis_cluster_nodes",
+                            "Nodes of a Redis Cluster instance by role (master, replica) and state (ok, pfail, fail), from CLUSTER NODES on a master at each health check.",
+                            &[("instance", instance), ("role", role), ("state", state)],
+                        )
+                    } else {
+                        Gauge::noop()
+                    }
+                })
+            }),
             cluster_masters: if cluster {
                 r.gauge(
                     "tokenbroker_redis_cluster_masters",
@@ -319,6 +340,16 @@ impl RedisInstance {
             gauge.set(count as f64);
         }
         m.cluster_masters.set(masters as f64);
+    }
+
+    /// Publishes a cluster's nodes by role and state ([`NODE_ROLES`] × [`NODE_STATES`]).
+    pub(super) fn publish_cluster_nodes(&self, counts: [[u64; 3]; 2]) {
+        let m = self.metrics();
+        for (gauges, counts) in m.cluster_nodes.iter().zip(counts) {
+            for (gauge, count) in gauges.iter().zip(counts) {
+                gauge.set(count as f64);
+            }
+        }
     }
 
     /// Records the latency of one call made.

@@ -24,6 +24,7 @@
 //! - tests: `fake` (an in-memory instance with injected failures) and `pair_tests` (the pair's
 //!   rules on it), beside the real-Redis suites in `tests/`.
 
+mod cluster_nodes;
 mod commands;
 mod connection;
 mod copy_queue;
