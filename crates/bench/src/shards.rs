@@ -1,4 +1,4 @@
-//! `shards`: PutToken on one Redis against a Redis Cluster of three masters, in one run: puts
+//! `shards`: PutToken on one Redis against Redis Clusters of two and three masters, in one run: puts
 //! per second, and what each master spent per put (command time from `INFO commandstats`, main
 //! thread CPU), so that a cluster's spread and its per-shard cost are measured, not assumed.
 //!
@@ -32,6 +32,19 @@ pub async fn run(args: RunArgs) -> Result<Vec<ShardRow>, String> {
     let bin = broker_binary(args.broker_bin.clone())?;
     let single = RedisServer::start();
     let mut rows = vec![measure(&args, &bin, "1 Redis", &single.url(), vec![single.url()]).await?];
+    let pair = two_masters()?;
+    let seeds: Vec<String> = pair
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let url = format!("redis+cluster://{}", seeds.join(","));
+    let masters = pair.iter().map(RedisServer::url).collect();
+    rows.push(measure(&args, &bin, "cluster, 2 masters", &url, masters).await?);
+    drop(pair);
+    for i in 0..2 {
+        let config = format!("/tmp/tokenbroker-bench-{}-{i}.conf", std::process::id());
+        let _ = std::fs::remove_file(config);
+    }
     let cluster = RedisCluster::start_with(ClusterOptions {
         replicas_per_master: 0,
         ..ClusterOptions::default()
@@ -39,6 +52,61 @@ pub async fn run(args: RunArgs) -> Result<Vec<ShardRow>, String> {
     let masters = cluster.masters().iter().map(|m| m.url()).collect();
     rows.push(measure(&args, &bin, "cluster, 3 masters", &cluster.url(), masters).await?);
     Ok(rows)
+}
+
+/// A cluster of two masters and no replica. `redis-cli --cluster create` wants at least three
+/// masters, so the slots are assigned by hand (`CLUSTER ADDSLOTSRANGE`, then `CLUSTER MEET`),
+/// and the cluster is used once both nodes say `cluster_state:ok`.
+fn two_masters() -> Result<Vec<RedisServer>, String> {
+    let nodes: Vec<RedisServer> = (0..2)
+        .map(|i| {
+            let config = format!("tokenbroker-bench-{}-{i}.conf", std::process::id());
+            RedisServer::try_start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config,
+                "--cluster-node-timeout",
+                "5000",
+            ])
+            .map_err(|e| format!("a cluster node: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let query = |node: &RedisServer, cmd: &mut redis::Cmd| -> Result<redis::Value, String> {
+        cmd.query(&mut node.connection()).map_err(|e| e.to_string())
+    };
+    for (node, (first, last)) in nodes.iter().zip([(0, 8191), (8192, 16383)]) {
+        query(
+            node,
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last),
+        )?;
+    }
+    query(
+        &nodes[0],
+        redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(nodes[1].port()),
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ok = nodes.iter().all(|node| {
+            query(node, redis::cmd("CLUSTER").arg("INFO"))
+                .ok()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"))
+        });
+        if ok {
+            return Ok(nodes);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the two-master cluster did not reach cluster_state:ok in 30 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 async fn measure(
