@@ -83,7 +83,7 @@ async fn dispatch(
     match route {
         Route::Account => account_read(&shared, base, parts, &path, body).await,
         Route::ContainerRead(link) => {
-            container_read(&shared, base, &parts, &path, body, &link).await
+            container_read(&shared, base, parts, &path, body, &link).await
         }
         Route::Read(link, _) => {
             crate::read::read(&shared, base, parts, &path, body, &link, session).await
@@ -183,12 +183,14 @@ async fn account_read(
 async fn container_read(
     shared: &Shared,
     base: &str,
-    parts: &Parts,
+    mut parts: Parts,
     path: &str,
     body: Incoming,
     link: &ContainerLink,
 ) -> Response<Body> {
-    let (parts, bytes) = match fetch_whole(shared, base, parts, path, body).await {
+    // The body is read for its `_rid`: ask for it uncompressed.
+    parts.headers.remove(http::header::ACCEPT_ENCODING);
+    let (parts, bytes) = match fetch_whole(shared, base, &parts, path, body).await {
         Ok(whole) => whole,
         Err(response) => return response,
     };

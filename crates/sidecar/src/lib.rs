@@ -183,7 +183,8 @@ impl Sidecar {
         })?;
         let (stop, stopped) = watch::channel(false);
         let (new_listeners, listeners) = mpsc::unbounded_channel();
-        let host = upstream_uri.host().unwrap_or_default().to_owned();
+        // Lowercased, as the Rust client's `url::Url::host_str` gives it: the same scopes.
+        let host = upstream_uri.host().unwrap_or_default().to_ascii_lowercase();
         let shared = Arc::new(Shared::new(
             upstream,
             broker,

@@ -12,8 +12,10 @@
 //! - **A token the upstream cannot serve never reaches the application**: if a read that
 //!   carried the broker's token is still answered 404/1002, or 400 (400/1024 after a
 //!   recreation, or any 400 the added token may have caused), it is repeated with the
-//!   application's own header, that answer is returned, and the broker's token is discarded
-//!   (DiscardToken, in the background, so the answer is not delayed).
+//!   application's own header, that answer is returned, and, if that read was served, the
+//!   broker's token is discarded (DiscardToken, in the background, so the answer is not
+//!   delayed). A read repeated in the write region that fails or takes over 5 s gives way to
+//!   the region's own answer.
 //! - **First contact**: a pod whose SDK has not read the container yet (JavaScript reads items
 //!   first) has no scope for it. The read goes ahead with the application's token; its answer
 //!   names the container's generation (`x-ms-content-path`) and the range; if the broker then
@@ -36,6 +38,9 @@ use crate::proxy::{Shared, bad_gateway, to_app};
 use crate::read_token::compose;
 use crate::route::{self, ContainerLink, SESSION_TOKEN};
 use crate::upstream::{Body, full, stream};
+
+/// The most a read repeated in the write region may take.
+const WRITE_REGION_REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One read, as the application sent it (body kept).
 struct Read<'a> {
@@ -70,20 +75,25 @@ impl Read<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        match write.filter(|w| w.as_str() != self.base) {
-            Some(write) => {
-                self.shared.metrics.write_region_replays.increment(1);
-                self.shared
-                    .send(
-                        &write,
-                        &self.parts.method,
-                        self.path,
-                        headers,
-                        full(self.body.clone()),
-                    )
-                    .await
+        let Some(write) = write.filter(|w| w.as_str() != self.base) else {
+            return Ok(response);
+        };
+        self.shared.metrics.write_region_replays.increment(1);
+        // An attempt the application did not ask for: bounded, and if it fails the region's
+        // own answer is returned (the SDK then retries as it would without the sidecar).
+        let replay = self.shared.send(
+            &write,
+            &self.parts.method,
+            self.path,
+            headers,
+            full(self.body.clone()),
+        );
+        match tokio::time::timeout(WRITE_REGION_REPLAY_TIMEOUT, replay).await {
+            Ok(Ok(replayed)) => Ok(replayed),
+            _ => {
+                tracing::warn!(write_region = %write, "the read repeated in the write region failed: the region's 404/1002 is returned");
+                Ok(response)
             }
-            None => Ok(response),
         }
     }
 
@@ -258,17 +268,26 @@ async fn brokered(read: &Read<'_>, scope: String, key: String) -> Response<Body>
         shared.learned.forget_rid(read.link);
     }
     shared.metrics.fallback_reads.increment(1);
-    tracing::warn!(%scope, token = %composed.from_broker, status = %response.status(), "the upstream could not serve the broker's token: read again without it, token discarded");
-    let discard = (Arc::clone(shared), scope, key, composed.from_broker);
-    tokio::spawn(async move {
-        let (shared, scope, key, token) = discard;
-        shared.broker.report_unservable(&scope, &key, &token).await;
-    });
-    match read.send(&read.parts.headers).await {
-        Ok(response) => {
-            read.learn(response.headers());
-            to_app(response)
-        }
-        Err(response) => response,
+    let failed_status = response.status();
+    let response = match read.send(&read.parts.headers).await {
+        Ok(response) => response,
+        Err(response) => return response,
+    };
+    read.learn(response.headers());
+    // The broker's token is to blame only if the same read without it was served (as
+    // docs/clients.md has every language do): a malformed query fails both ways.
+    let status = response.status();
+    let served = status.is_success()
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::PRECONDITION_FAILED
+        || (status == StatusCode::NOT_FOUND && !session_not_available(&response));
+    if served {
+        tracing::warn!(%scope, token = %composed.from_broker, status = %failed_status, "the upstream could not serve the broker's token: read again without it, token discarded");
+        let discard = (Arc::clone(shared), scope, key, composed.from_broker);
+        tokio::spawn(async move {
+            let (shared, scope, key, token) = discard;
+            shared.broker.report_unservable(&scope, &key, &token).await;
+        });
     }
+    to_app(response)
 }

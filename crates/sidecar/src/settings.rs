@@ -199,6 +199,15 @@ impl SidecarSettings {
             return Err("sidecar.tls_cert and sidecar.tls_key: set both or neither".into());
         }
         self.parsed_policy()?;
+        let reserved = ["authorization", "host", "content-length", "content-type"];
+        let lower = self.session_header.to_ascii_lowercase();
+        if lower.starts_with("x-ms-") || reserved.contains(&lower.as_str()) {
+            return Err(format!(
+                "sidecar.session_header: {:?} is a header Cosmos or HTTP needs (the sidecar strips \
+                 the session header from every request): pick another, such as x-tokenbroker-session",
+                self.session_header
+            ));
+        }
         if http::HeaderName::from_bytes(self.session_header.as_bytes()).is_err() {
             return Err(format!(
                 "sidecar.session_header: {:?} is not an HTTP header name",
@@ -281,6 +290,13 @@ mod tests {
                     ..valid()
                 },
                 "sidecar.broker_deadline",
+            ),
+            (
+                SidecarSettings {
+                    session_header: "x-ms-session-token".into(),
+                    ..valid()
+                },
+                "sidecar.session_header",
             ),
             (
                 SidecarSettings {
