@@ -256,8 +256,7 @@ async fn sidecars(
         let sidecar = Sidecar::bind(&settings, SidecarMetrics::noop())
             .await
             .map_err(run_error)?;
-        urls.push(sidecar.local_url().to_owned());
-        tokio::spawn(sidecar.serve(std::future::pending()));
+        urls.push(sidecar.serve_in_background());
     }
     Ok(urls)
 }

@@ -110,8 +110,7 @@ async fn rust_sdk_pods_read_fresh_through_their_sidecars() {
         let sidecar = Sidecar::bind(&settings, SidecarMetrics::noop())
             .await
             .expect("a sidecar");
-        through.push(sidecar.local_url().to_owned());
-        tokio::spawn(sidecar.serve(std::future::pending()));
+        through.push(sidecar.serve_in_background());
     }
     let (stale, failed) = pairs(&through, "through").await;
     println!(

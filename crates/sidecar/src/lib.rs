@@ -225,6 +225,14 @@ impl Sidecar {
         &self.shared.broker
     }
 
+    /// Serves on the current Tokio runtime until that runtime ends (tests, demos, benches);
+    /// returns the application-facing URL.
+    pub fn serve_in_background(self) -> String {
+        let url = self.local_url().to_owned();
+        tokio::spawn(self.serve(std::future::pending()));
+        url
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and waits for the requests in
     /// flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {

@@ -128,9 +128,7 @@ async fn sidecar(settings: SidecarSettings) -> String {
     let sidecar = Sidecar::bind(&settings, SidecarMetrics::noop())
         .await
         .expect("the sidecar");
-    let url = sidecar.local_url().to_owned();
-    tokio::spawn(sidecar.serve(std::future::pending()));
-    url
+    sidecar.serve_in_background()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,9 +94,7 @@ async fn sidecar(upstream: &str, broker: &str, policy: &str) -> String {
     let sidecar = Sidecar::bind(&settings, SidecarMetrics::noop())
         .await
         .expect("the sidecar");
-    let url = sidecar.local_url().to_owned();
-    tokio::spawn(sidecar.serve(std::future::pending()));
-    url
+    sidecar.serve_in_background()
 }
 
 /// What an SDK does first: the account (regional endpoints) and the container (its `_rid`).
